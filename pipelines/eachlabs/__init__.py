@@ -1,0 +1,254 @@
+"""dlt source of the Eachlabs Workflows API: executions by ID -> executions, step_outputs,
+step_params and fetch_errors.
+
+Data flows one way: IDs -> concurrent fetches -> payloads -> columnar batches (Arrow) -> dlt.
+One hidden resource fetches and normalises; four transformers pick their table from each batch,
+so every payload is fetched and converted exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dlt
+import pyarrow as pa
+from dlt.common.typing import TSecretStrValue
+
+from pipelines.eachlabs import settings
+from pipelines.eachlabs.client import EachlabsClient, FetchResult
+from pipelines.eachlabs.errors import NotFoundError, PayloadError
+from pipelines.eachlabs.normalise import (
+    JSON_COLUMNS,
+    TOMBSTONE_COLUMN,
+    ExecutionBatch,
+    execution_to_rows,
+    fetch_errors_table,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class _JsonHintNoise(logging.Filter):
+    """Drops dlt's warning that our JSON column hints differ from the Arrow string type.
+
+    JSON columns travel as Arrow strings holding JSON text and the `json` hint is how dlt is
+    told to create them as JSON columns: the difference is the point, not a problem.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "several column hints were different" not in record.getMessage()
+
+
+logging.getLogger("dlt").addFilter(_JsonHintNoise())
+
+__all__ = ["FetchReport", "eachlabs_source"]
+
+
+@dataclass
+class FetchReport:
+    """Counts of one run, filled in while dlt extracts."""
+
+    requested: int = 0
+    loaded: int = 0
+    not_found: int = 0
+    failed: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.loaded + self.not_found + self.failed
+
+
+@dataclass
+class _Batch:
+    """What the fetching resource hands to the table transformers."""
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    errors: pa.Table | None = None  # only on the final batch
+
+
+def _json_hints(table: str, key_columns: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    hints: dict[str, dict[str, Any]] = {c: {"data_type": "json"} for c in JSON_COLUMNS[table]}
+    for column in key_columns:
+        hints[column] = {"nullable": False}
+    return hints
+
+
+_CHILD_TABLE_HINTS = {
+    # Merging on execution_id deletes all of an execution's previous rows before inserting the
+    # new ones, so steps or params that disappeared upstream disappear here too.
+    "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
+    "merge_key": "execution_id",
+}
+
+
+@dlt.source(name="eachlabs", max_table_nesting=0)
+def eachlabs_source(
+    execution_ids: Sequence[str] = (),
+    api_key: TSecretStrValue = dlt.secrets.value,
+    base_url: str = settings.DEFAULT_BASE_URL,
+    concurrency: int = settings.DEFAULT_CONCURRENCY,
+    long_poll_timeout_s: int = settings.DEFAULT_LONG_POLL_TIMEOUT_S,
+    request_timeout_s: float = settings.DEFAULT_REQUEST_TIMEOUT_S,
+    max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
+    backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
+    max_retry_delay_s: float = settings.DEFAULT_MAX_RETRY_DELAY_S,
+    batch_size: int = settings.DEFAULT_BATCH_SIZE,
+    rejected_ids: dict[str, str] | None = None,
+    report: FetchReport | None = None,
+    on_progress: Callable[[FetchReport], None] | None = None,
+) -> Any:
+    """Executions fetched by ID from `GET {base_url}/executions/{id}`.
+
+    Args:
+        execution_ids: IDs to fetch; each must already be a safe path segment.
+        api_key: The `X-API-Key`; from `SOURCES__EACHLABS__API_KEY` or .dlt/secrets.toml.
+        base_url: API root, e.g. `https://workflows.eachlabs.run/api/v1`.
+        concurrency: Requests in flight at once.
+        long_poll_timeout_s: `timeout` sent to the API, so running executions answer at once.
+        rejected_ids: IDs refused before sending (ID -> reason), recorded in fetch_errors.
+        report: Filled with the run's counts and errors.
+        on_progress: Called now and then with the report while fetching.
+    """
+    if not 1 <= concurrency <= settings.MAX_CONCURRENCY:
+        raise ValueError(f"concurrency must be between 1 and {settings.MAX_CONCURRENCY}")
+    if not 1 <= long_poll_timeout_s <= 30:
+        raise ValueError("long_poll_timeout_s must be between 1 and 30 (the API's limits)")
+    report = report if report is not None else FetchReport()
+    client = EachlabsClient(
+        base_url,
+        api_key,
+        long_poll_timeout_s=long_poll_timeout_s,
+        request_timeout_s=request_timeout_s,
+        max_attempts=max_attempts,
+        backoff_base_s=backoff_base_s,
+        max_retry_delay_s=max_retry_delay_s,
+        pool_size=concurrency,
+    )
+
+    @dlt.resource(selected=False)
+    def fetched_batches() -> Iterator[_Batch]:
+        yield from _fetch_batches(
+            client, list(execution_ids), concurrency, batch_size,
+            rejected_ids or {}, report, on_progress,
+        )  # fmt: skip
+
+    @dlt.transformer(
+        name="executions",
+        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+        primary_key="execution_id",
+        columns=_json_hints("executions"),
+    )
+    def executions(batch: _Batch) -> Iterator[pa.Table]:
+        if "executions" in batch.tables:
+            yield batch.tables["executions"]
+
+    @dlt.transformer(
+        name="step_outputs",
+        columns={
+            **_json_hints("step_outputs", ("execution_id", "step_id")),
+            TOMBSTONE_COLUMN: {"data_type": "bool", "hard_delete": True},
+        },
+        **_CHILD_TABLE_HINTS,
+    )
+    def step_outputs(batch: _Batch) -> Iterator[pa.Table]:
+        if "step_outputs" in batch.tables:
+            yield batch.tables["step_outputs"]
+
+    @dlt.transformer(
+        name="step_params",
+        columns={
+            **_json_hints("step_params", ("execution_id", "step_id", "param_name")),
+            TOMBSTONE_COLUMN: {"data_type": "bool", "hard_delete": True},
+        },
+        **_CHILD_TABLE_HINTS,
+    )
+    def step_params(batch: _Batch) -> Iterator[pa.Table]:
+        if "step_params" in batch.tables:
+            yield batch.tables["step_params"]
+
+    @dlt.transformer(
+        name="fetch_errors",
+        write_disposition="replace",
+        columns={"execution_id": {"nullable": False}},
+    )
+    def fetch_errors(batch: _Batch) -> Iterator[pa.Table]:
+        if batch.errors is not None:
+            yield batch.errors
+
+    return (
+        fetched_batches | executions,
+        fetched_batches | step_outputs,
+        fetched_batches | step_params,
+        fetched_batches | fetch_errors,
+    )
+
+
+def _fetch_batches(
+    client: EachlabsClient,
+    execution_ids: list[str],
+    concurrency: int,
+    batch_size: int,
+    rejected_ids: dict[str, str],
+    report: FetchReport,
+    on_progress: Callable[[FetchReport], None] | None,
+) -> Iterator[_Batch]:
+    report.requested = len(execution_ids) + len(rejected_ids)
+    report.rejected = len(rejected_ids)
+    now = time.time()
+    for execution_id, reason in rejected_ids.items():
+        report.errors.append(_error_row(execution_id, None, reason, 0, now))
+
+    batch = ExecutionBatch()
+    last_progress = time.monotonic()
+    try:
+        for result in client.fetch_many(execution_ids, concurrency):
+            _add_result(batch, result, report)
+            if len(batch) >= batch_size:
+                yield _Batch(tables=batch.to_arrow())
+                batch = ExecutionBatch()
+            if on_progress and time.monotonic() - last_progress >= 2.0:
+                on_progress(report)
+                last_progress = time.monotonic()
+    finally:
+        client.close()
+    if on_progress:
+        on_progress(report)
+    errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
+    yield _Batch(tables=batch.to_arrow() if len(batch) else {}, errors=errors)
+
+
+def _add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) -> None:
+    error = result.error
+    if error is None:
+        try:
+            batch.add(execution_to_rows(result.payload or {}, int(result.finished_at * 1e6)))
+            report.loaded += 1
+            return
+        except (PayloadError, ValueError) as exc:  # recorded, never half-loaded
+            error = exc
+    status = getattr(error, "http_status", 200)
+    if isinstance(error, NotFoundError):
+        report.not_found += 1
+    else:
+        report.failed += 1
+    report.errors.append(
+        _error_row(result.execution_id, status, str(error), result.attempts, result.finished_at)
+    )
+
+
+def _error_row(
+    execution_id: str, http_status: int | None, error: str, attempts: int, at: float
+) -> dict[str, Any]:
+    return {
+        "execution_id": execution_id,
+        "http_status": http_status,
+        "error": error,
+        "attempts": attempts,
+        "last_attempt_at": int(at * 1_000_000),
+    }

@@ -1,0 +1,43 @@
+"""Errors of the loader. The CLI maps each to an exit code and a message."""
+
+
+class EachlabsError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class AuthError(EachlabsError):
+    """The API refused the key (401). Fatal: nothing can be loaded with this key."""
+
+
+class ConfigError(EachlabsError):
+    """A setting is missing or invalid."""
+
+
+class InvalidIdError(EachlabsError):
+    """An execution ID is not a single safe URL path segment; it is never sent."""
+
+
+class FetchError(EachlabsError):
+    """One execution could not be fetched.
+
+    Attributes:
+        http_status: The last HTTP status, or None for network errors.
+        attempts: How many requests were made for this execution.
+    """
+
+    def __init__(self, message: str, http_status: int | None, attempts: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.attempts = attempts
+
+
+class NotFoundError(FetchError):
+    """The API does not know the execution (404)."""
+
+
+class TransientError(FetchError):
+    """Rate limiting, server errors, time-outs or dropped connections that outlived the retries."""
+
+
+class PayloadError(FetchError):
+    """The API answered 200 but the body is not a usable execution."""

@@ -1,0 +1,389 @@
+"""Turn `ExecutionDetails` payloads into columnar batches (Arrow tables), one per table.
+
+Each payload is converted completely before any of it is appended, so a bad payload raises
+`PayloadError` and leaves the batch untouched. Free-form values (inputs, outputs, params)
+are kept as lossless JSON text; timestamps become UTC microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.eachlabs.errors import PayloadError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+KNOWN_EXECUTION_FIELDS = frozenset(
+    {
+        "execution_id", "workflow_id", "bulk_id", "status", "started_at", "completed_at",
+        "inputs", "step_outputs", "output", "error", "error_cause",
+    }
+)  # fmt: skip
+KNOWN_STEP_FIELDS = frozenset(
+    {
+        "step_id", "status", "started_at", "completed_at", "output", "primary", "input",
+        "metadata", "error", "error_cause",
+    }
+)  # fmt: skip
+#: metadata keys that get columns of their own; any other key goes to `metadata_extra`.
+KNOWN_METADATA_FIELDS = frozenset(
+    {
+        "model", "version", "type", "params", "prediction_id", "processed_at",
+        "elapsed_seconds", "execution_time", "method", "url",
+    }
+)  # fmt: skip
+
+#: Name of the hard-delete marker column (see `tombstone` rows below).
+TOMBSTONE_COLUMN = "_tombstone"
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+EXECUTIONS_SCHEMA = pa.schema(
+    [
+        _field("execution_id", pa.string(), nullable=False),
+        _field("workflow_id", pa.string()),
+        _field("bulk_id", pa.string()),
+        _field("status", pa.string()),
+        _field("started_at", _TIMESTAMP),
+        _field("completed_at", _TIMESTAMP),
+        _field("inputs", pa.string()),
+        _field("output", pa.string()),
+        _field("error", pa.string()),
+        _field("error_cause", pa.string()),
+        _field("step_count", pa.int64()),
+        _field("extra_fields", pa.string()),
+        _field("fetched_at", _TIMESTAMP),
+    ]
+)
+
+STEP_OUTPUTS_SCHEMA = pa.schema(
+    [
+        _field("execution_id", pa.string(), nullable=False),
+        _field("step_id", pa.string(), nullable=False),
+        _field("step_position", pa.int64()),
+        _field("status", pa.string()),
+        _field("step_type", pa.string()),
+        _field("model", pa.string()),
+        _field("model_version", pa.string()),
+        _field("started_at", _TIMESTAMP),
+        _field("completed_at", _TIMESTAMP),
+        _field("latency_seconds", pa.float64()),
+        _field("output", pa.string()),
+        _field("primary_output", pa.string()),
+        _field("input", pa.string()),
+        _field("error", pa.string()),
+        _field("error_cause", pa.string()),
+        _field("prediction_id", pa.string()),
+        _field("processed_at", _TIMESTAMP),
+        _field("elapsed_seconds", pa.float64()),
+        _field("execution_time_seconds", pa.float64()),
+        _field("http_method", pa.string()),
+        _field("http_url", pa.string()),
+        _field("metadata_extra", pa.string()),
+        _field("extra_fields", pa.string()),
+        _field(TOMBSTONE_COLUMN, pa.bool_()),
+    ]
+)
+
+STEP_PARAMS_SCHEMA = pa.schema(
+    [
+        _field("execution_id", pa.string(), nullable=False),
+        _field("step_id", pa.string(), nullable=False),
+        _field("param_name", pa.string(), nullable=False),
+        _field("param_value", pa.string()),
+        _field("param_type", pa.string()),
+        _field(TOMBSTONE_COLUMN, pa.bool_()),
+    ]
+)
+
+FETCH_ERRORS_SCHEMA = pa.schema(
+    [
+        _field("execution_id", pa.string(), nullable=False),
+        _field("http_status", pa.int64()),
+        _field("error", pa.string()),
+        _field("attempts", pa.int64()),
+        _field("last_attempt_at", _TIMESTAMP),
+    ]
+)
+
+#: Columns holding JSON text; dlt is told to create them as JSON columns.
+JSON_COLUMNS = {
+    "executions": ("inputs", "output", "extra_fields"),
+    "step_outputs": ("output", "primary_output", "input", "metadata_extra", "extra_fields"),
+    "step_params": ("param_value",),
+}
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text that round-trips the value exactly (big ints, floats, Unicode)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else to_json(value)
+
+
+def json_type(value: Any) -> str:
+    """The JSON Schema type name of a decoded JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def parse_timestamp_us(value: Any, what: str) -> int | None:
+    """Microseconds since the epoch (UTC) of an RFC 3339 timestamp; None stays None.
+
+    Offsets such as `+03:00` are applied, digits beyond microseconds are truncated, and a
+    timestamp without an offset is taken as UTC.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(f"{what} is not a timestamp string: {value!r}", 200, 1)
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise PayloadError(f"{what} is not an RFC 3339 timestamp: {value[:60]!r}", 200, 1) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed - _EPOCH) // _MICROSECOND
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise PayloadError(f"{what} must be a string, got {json_type(value)}", 200, 1)
+
+
+def _number_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _extra_fields(mapping: Mapping[str, Any], known: frozenset[str]) -> str | None:
+    extra = {key: value for key, value in mapping.items() if key not in known}
+    return to_json(extra) if extra else None
+
+
+@dataclass
+class _Columns:
+    """Column-wise buffers of one table."""
+
+    schema: pa.Schema
+    data: dict[str, list[Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data = {name: [] for name in self.schema.names}
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        for name, column in self.data.items():
+            column.extend(row.get(name) for row in rows)
+
+    def __len__(self) -> int:
+        return len(self.data[self.schema.names[0]])
+
+    def to_arrow(self) -> pa.Table:
+        arrays = []
+        for schema_field in self.schema:
+            values = self.data[schema_field.name]
+            if schema_field.type == _TIMESTAMP:
+                arrays.append(pa.array(values, pa.int64()).cast(_TIMESTAMP))
+            else:
+                arrays.append(pa.array(values, schema_field.type))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+@dataclass
+class ExecutionRows:
+    """All rows of one execution, ready to append to a batch."""
+
+    execution: dict[str, Any]
+    steps: list[dict[str, Any]]
+    params: list[dict[str, Any]]
+
+
+def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> ExecutionRows:
+    """Convert one `ExecutionDetails` payload into its rows of the three tables.
+
+    Raises:
+        PayloadError: the payload lacks its ID or has a field of the wrong kind.
+    """
+    execution_id = payload.get("execution_id")
+    if not isinstance(execution_id, str) or not execution_id:
+        raise PayloadError("payload has no execution_id string", 200, 1)
+    step_map = payload.get("step_outputs") or {}
+    if not isinstance(step_map, dict):
+        raise PayloadError(f"step_outputs must be an object, got {json_type(step_map)}", 200, 1)
+    inputs = payload.get("inputs")
+    execution = {
+        "execution_id": execution_id,
+        "workflow_id": _optional_str(payload.get("workflow_id"), "workflow_id"),
+        "bulk_id": _optional_str(payload.get("bulk_id"), "bulk_id"),
+        "status": _optional_str(payload.get("status"), "status"),
+        "started_at": parse_timestamp_us(payload.get("started_at"), "started_at"),
+        "completed_at": parse_timestamp_us(payload.get("completed_at"), "completed_at"),
+        "inputs": _json_or_null(inputs),
+        "output": _json_or_null(payload.get("output")),
+        "error": _optional_str(payload.get("error"), "error"),
+        "error_cause": _optional_str(payload.get("error_cause"), "error_cause"),
+        "step_count": len(step_map),
+        "extra_fields": _extra_fields(payload, KNOWN_EXECUTION_FIELDS),
+        "fetched_at": fetched_at_us,
+    }
+    steps, params = [], []
+    for position, (step_id, step) in enumerate(step_map.items()):
+        if not isinstance(step, dict):
+            raise PayloadError(f"step {step_id!r} must be an object, got {json_type(step)}", 200, 1)
+        step_row, step_params = _step_to_rows(execution_id, step_id, position, step)
+        steps.append(step_row)
+        params.extend(step_params)
+    return ExecutionRows(execution, steps, params)
+
+
+def _step_to_rows(
+    execution_id: str, step_id: str, position: int, step: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    where = f"step {step_id!r}"
+    metadata = step.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise PayloadError(f"{where} metadata must be an object", 200, 1)
+    model = metadata.get("model")
+    step_type = "model" if model else metadata.get("type")
+    started_us = parse_timestamp_us(step.get("started_at"), f"{where} started_at")
+    completed_us = parse_timestamp_us(step.get("completed_at"), f"{where} completed_at")
+    latency = None
+    if started_us is not None and completed_us is not None:
+        latency = (completed_us - started_us) / 1_000_000
+
+    metadata_extra = {k: v for k, v in metadata.items() if k not in KNOWN_METADATA_FIELDS}
+    # Known metadata keys of an unexpected kind are kept in metadata_extra, never dropped.
+    processed_at = None
+    try:
+        processed_at = parse_timestamp_us(metadata.get("processed_at"), "processed_at")
+    except PayloadError:
+        metadata_extra["processed_at"] = metadata.get("processed_at")
+    for key in ("elapsed_seconds", "execution_time"):
+        if metadata.get(key) is not None and _number_or_none(metadata[key]) is None:
+            metadata_extra[key] = metadata[key]
+    for key in ("model", "version", "type", "prediction_id", "method", "url"):
+        if metadata.get(key) is not None and not isinstance(metadata[key], str):
+            metadata_extra[key] = metadata[key]
+
+    def text(key: str) -> str | None:
+        value = metadata.get(key)
+        return value if isinstance(value, str) else None
+
+    step_row = {
+        "execution_id": execution_id,
+        "step_id": step_id,
+        "step_position": position,
+        "status": _optional_str(step.get("status"), f"{where} status"),
+        "step_type": step_type if isinstance(step_type, str) else None,
+        "model": text("model"),
+        "model_version": text("version"),
+        "started_at": started_us,
+        "completed_at": completed_us,
+        "latency_seconds": latency,
+        "output": _json_or_null(step.get("output")),
+        "primary_output": _json_or_null(step.get("primary")),
+        "input": _json_or_null(step.get("input")),
+        "error": _optional_str(step.get("error"), f"{where} error"),
+        "error_cause": _optional_str(step.get("error_cause"), f"{where} error_cause"),
+        "prediction_id": text("prediction_id"),
+        "processed_at": processed_at,
+        "elapsed_seconds": _number_or_none(metadata.get("elapsed_seconds")),
+        "execution_time_seconds": _number_or_none(metadata.get("execution_time")),
+        "http_method": text("method"),
+        "http_url": text("url"),
+        "metadata_extra": to_json(metadata_extra) if metadata_extra else None,
+        "extra_fields": _extra_fields(step, KNOWN_STEP_FIELDS),
+    }
+    params = metadata.get("params")
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise PayloadError(f"{where} metadata.params must be an object", 200, 1)
+    param_rows = [
+        {
+            "execution_id": execution_id,
+            "step_id": step_id,
+            "param_name": name,
+            "param_value": to_json(value),
+            "param_type": json_type(value),
+        }
+        for name, value in params.items()
+    ]
+    return step_row, param_rows
+
+
+@dataclass
+class ExecutionBatch:
+    """Columnar buffers for a batch of executions and its three tables.
+
+    An execution whose steps (or params) are all gone still has to clear its old rows: it
+    gets one tombstone row, which dlt's merge uses to delete and never inserts.
+    """
+
+    executions: _Columns = field(default_factory=lambda: _Columns(EXECUTIONS_SCHEMA))
+    step_outputs: _Columns = field(default_factory=lambda: _Columns(STEP_OUTPUTS_SCHEMA))
+    step_params: _Columns = field(default_factory=lambda: _Columns(STEP_PARAMS_SCHEMA))
+
+    def add(self, rows: ExecutionRows) -> None:
+        execution_id = rows.execution["execution_id"]
+        tombstone = {"execution_id": execution_id, "step_id": "", "param_name": "",
+                     TOMBSTONE_COLUMN: True}  # fmt: skip
+        self.executions.extend([rows.execution])
+        self.step_outputs.extend(rows.steps or [tombstone])
+        self.step_params.extend(rows.params or [tombstone])
+
+    def __len__(self) -> int:
+        return len(self.executions)
+
+    def to_arrow(self) -> dict[str, pa.Table]:
+        return {
+            "executions": self.executions.to_arrow(),
+            "step_outputs": self.step_outputs.to_arrow(),
+            "step_params": self.step_params.to_arrow(),
+        }
+
+
+def payloads_to_tables(
+    payloads: Iterable[Mapping[str, Any]], fetched_at: datetime | None = None
+) -> dict[str, pa.Table]:
+    """Normalise payloads into one Arrow table per table name (raises on a bad payload)."""
+    fetched_at_us = ((fetched_at or datetime.now(UTC)) - _EPOCH) // _MICROSECOND
+    batch = ExecutionBatch()
+    for payload in payloads:
+        batch.add(execution_to_rows(payload, fetched_at_us))
+    return batch.to_arrow()
+
+
+def fetch_errors_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """The `fetch_errors` rows as an Arrow table (`last_attempt_at` in epoch microseconds)."""
+    columns = _Columns(FETCH_ERRORS_SCHEMA)
+    columns.extend(rows)
+    return columns.to_arrow()

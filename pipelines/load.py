@@ -1,0 +1,171 @@
+"""One load run: choose the IDs to fetch, run the dlt pipeline into DuckDB, apply the views."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from pipelines.eachlabs import FetchReport, eachlabs_source, settings
+from pipelines.eachlabs.errors import ConfigError, EachlabsError
+from pipelines.eachlabs.ids import select_ids
+
+DEFAULT_DB_PATH = Path("eachlabs.duckdb")
+DEFAULT_DATASET = "eachlabs"
+
+
+@dataclass
+class LoadSummary:
+    """What a run did, for the final summary line and the exit code."""
+
+    requested: int = 0
+    duplicates: int = 0
+    skipped_final: int = 0
+    loaded: int = 0
+    not_found: int = 0
+    failed: int = 0
+    rejected: int = 0
+    elapsed_s: float = 0.0
+    views: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was loaded or is known not to exist, 2 when some IDs failed."""
+        return 2 if self.failed or self.rejected else 0
+
+    def describe(self) -> str:
+        return (
+            f"requested {self.requested}, loaded {self.loaded}, "
+            f"skipped as already final {self.skipped_final}, not found {self.not_found}, "
+            f"failed {self.failed}, rejected {self.rejected} in {self.elapsed_s:.1f}s"
+        )
+
+
+def pipeline_name_for(db_path: Path, dataset: str) -> str:
+    """A dlt pipeline name unique to the DuckDB file and dataset.
+
+    dlt keeps pending load packages per pipeline name; keying the name by the file means an
+    interrupted load into one file is never replayed into another.
+    """
+    digest = hashlib.sha1(str(db_path.resolve()).encode()).hexdigest()[:10]
+    return f"eachlabs_{dataset}_{digest}"
+
+
+def stored_final_ids(db_path: Path, dataset: str) -> set[str]:
+    """IDs already stored with a terminal status and not failing in the latest run."""
+    if not db_path.exists():
+        return set()
+    statuses = ", ".join(f"'{s}'" for s in sorted(settings.TERMINAL_STATUSES))
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        tables = {
+            row[0]
+            for row in connection.execute(
+                "select table_name from information_schema.tables where table_schema = ?",
+                [dataset],
+            ).fetchall()
+        }
+        if "executions" not in tables:
+            return set()
+        query = f'select execution_id from "{dataset}".executions where status in ({statuses})'
+        if "fetch_errors" in tables:
+            query += f' except select execution_id from "{dataset}".fetch_errors'
+        return {row[0] for row in connection.execute(query).fetchall()}
+
+
+def run_load(
+    ids: Iterable[str],
+    *,
+    db_path: Path = DEFAULT_DB_PATH,
+    dataset: str = DEFAULT_DATASET,
+    refresh_all: bool = False,
+    source_options: dict[str, Any] | None = None,
+    on_progress: Callable[[FetchReport], None] | None = None,
+) -> LoadSummary:
+    """Fetch the given executions and merge them into the DuckDB file, then apply the views.
+
+    Args:
+        ids: Execution IDs; duplicates are fetched once, unsafe ones rejected unsent.
+        db_path: The DuckDB file (created if missing).
+        dataset: DuckDB schema of the tables and views.
+        refresh_all: Fetch IDs again even if they are stored with a terminal status.
+        source_options: Explicit `eachlabs_source` arguments (flags); the rest come from
+            dlt config (environment, then .dlt/*.toml).
+        on_progress: Called now and then with the counts while fetching.
+
+    Raises:
+        AuthError: the API refused the key; nothing was loaded.
+        ConfigError: a setting is missing or invalid.
+    """
+    from pipelines.views import apply_views
+
+    started = time.monotonic()
+    selection = select_ids(ids)
+    summary = LoadSummary(duplicates=selection.duplicates)
+    skip = set() if refresh_all else stored_final_ids(db_path, dataset)
+    to_fetch = [i for i in selection.valid if i not in skip]
+    summary.skipped_final = len(selection.valid) - len(to_fetch)
+
+    report = FetchReport()
+    try:
+        source = eachlabs_source(
+            execution_ids=to_fetch,
+            rejected_ids=selection.rejected,
+            report=report,
+            on_progress=on_progress,
+            **(source_options or {}),
+        )
+    except ConfigFieldMissingException as exc:
+        if "api_key" in exc.fields:
+            raise ConfigError(
+                "no API key: set SOURCES__EACHLABS__API_KEY or api_key under "
+                "[sources.eachlabs] in .dlt/secrets.toml"
+            ) from None
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name_for(db_path, dataset),
+        destination=dlt.destinations.duckdb(str(db_path)),
+        dataset_name=dataset,
+    )
+    try:
+        pipeline.run(source)
+    except PipelineStepFailed as exc:
+        cause = _eachlabs_cause(exc)
+        if cause is not None:
+            raise cause from None
+        raise
+
+    with duckdb.connect(str(db_path)) as connection:
+        summary.views = apply_views(connection, dataset)
+
+    summary.requested = report.requested + summary.skipped_final
+    summary.loaded = report.loaded
+    summary.not_found = report.not_found
+    summary.failed = report.failed
+    summary.rejected = report.rejected
+    summary.errors = report.errors
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def _eachlabs_cause(exc: BaseException) -> EachlabsError | None:
+    """The EachlabsError behind dlt's wrapping exceptions, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, EachlabsError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
