@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs.duckdb
+	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs_data.duckdb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -33,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/views_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs.duckdb eachlabs.duckdb.wal
+	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs_data.duckdb eachlabs_data.duckdb.wal

@@ -13,7 +13,7 @@ from typing import Any
 from pipelines.eachlabs import FetchReport, settings
 from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError
 from pipelines.eachlabs.ids import parse_id_lines
-from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, run_load
+from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, check_target, run_load
 
 EXIT_OK = 0
 EXIT_FATAL = 1  # bad key, bad settings, bad usage: nothing was loaded
@@ -135,6 +135,8 @@ def _read_ids(args: argparse.Namespace) -> list[str]:
 
 def _print_progress(report: FetchReport) -> None:
     total = report.requested - report.rejected
+    if not total:
+        return
     share = f" ({100 * report.done / total:.0f}%)" if total else ""
     print(
         f"fetched {report.done} of {total}{share}: {report.loaded} loaded, "
@@ -176,6 +178,7 @@ def _cmd_views(args: argparse.Namespace) -> int:
 
     from pipelines.views import apply_views
 
+    check_target(args.db, args.dataset)
     if not args.db.exists():
         raise ConfigError(f"no DuckDB file at {args.db}: run `eachlabs-pipeline load` first")
     with duckdb.connect(str(args.db)) as connection:

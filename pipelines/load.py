@@ -18,7 +18,9 @@ from pipelines.eachlabs import FetchReport, eachlabs_source, settings
 from pipelines.eachlabs.errors import ConfigError, EachlabsError
 from pipelines.eachlabs.ids import select_ids
 
-DEFAULT_DB_PATH = Path("eachlabs.duckdb")
+#: Not `eachlabs.duckdb`: DuckDB names the database (catalog) after the file, and a catalog
+#: named like the dataset's schema makes every `eachlabs.<table>` reference ambiguous.
+DEFAULT_DB_PATH = Path("eachlabs_data.duckdb")
 DEFAULT_DATASET = "eachlabs"
 
 
@@ -34,6 +36,7 @@ class LoadSummary:
     failed: int = 0
     rejected: int = 0
     elapsed_s: float = 0.0
+    resumed_interrupted_load: bool = False
     views: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -43,7 +46,8 @@ class LoadSummary:
         return 2 if self.failed or self.rejected else 0
 
     def describe(self) -> str:
-        return (
+        resumed = "finished an interrupted earlier load; " if self.resumed_interrupted_load else ""
+        return resumed + (
             f"requested {self.requested}, loaded {self.loaded}, "
             f"skipped as already final {self.skipped_final}, not found {self.not_found}, "
             f"failed {self.failed}, rejected {self.rejected} in {self.elapsed_s:.1f}s"
@@ -58,6 +62,19 @@ def pipeline_name_for(db_path: Path, dataset: str) -> str:
     """
     digest = hashlib.sha1(str(db_path.resolve()).encode()).hexdigest()[:10]
     return f"eachlabs_{dataset}_{digest}"
+
+
+def check_target(db_path: Path, dataset: str) -> None:
+    """Refuse a DuckDB file whose name collides with the dataset (see DEFAULT_DB_PATH)."""
+    if not dataset.isidentifier():
+        raise ConfigError(f"dataset name {dataset!r} must be a plain identifier, e.g. eachlabs")
+    catalog = db_path.name.split(".")[0]
+    if catalog.lower() == dataset.lower():
+        raise ConfigError(
+            f"DuckDB names the database in {db_path.name} {catalog!r}, the same as the dataset "
+            f"schema {dataset!r}, which makes `{dataset}.<table>` ambiguous in SQL. Choose another "
+            f"file name (e.g. --db {catalog}_data.duckdb) or another --dataset."
+        )
 
 
 def stored_final_ids(db_path: Path, dataset: str) -> set[str]:
@@ -107,9 +124,22 @@ def run_load(
     """
     from pipelines.views import apply_views
 
+    check_target(db_path, dataset)
     started = time.monotonic()
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name_for(db_path, dataset),
+        destination=dlt.destinations.duckdb(str(db_path)),
+        dataset_name=dataset,
+    )
+    summary = LoadSummary()
+    if pipeline.has_pending_data:
+        # An earlier run was interrupted after fetching: finish loading what it fetched
+        # first, so that this run starts from exact tables.
+        _run_pipeline(pipeline, None)
+        summary.resumed_interrupted_load = True
+
     selection = select_ids(ids)
-    summary = LoadSummary(duplicates=selection.duplicates)
+    summary.duplicates = selection.duplicates
     skip = set() if refresh_all else stored_final_ids(db_path, dataset)
     to_fetch = [i for i in selection.valid if i not in skip]
     summary.skipped_final = len(selection.valid) - len(to_fetch)
@@ -132,19 +162,7 @@ def run_load(
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-    pipeline = dlt.pipeline(
-        pipeline_name=pipeline_name_for(db_path, dataset),
-        destination=dlt.destinations.duckdb(str(db_path)),
-        dataset_name=dataset,
-    )
-    try:
-        pipeline.run(source)
-    except PipelineStepFailed as exc:
-        cause = _eachlabs_cause(exc)
-        if cause is not None:
-            raise cause from None
-        raise
+    _run_pipeline(pipeline, source)
 
     with duckdb.connect(str(db_path)) as connection:
         summary.views = apply_views(connection, dataset)
@@ -157,6 +175,17 @@ def run_load(
     summary.errors = report.errors
     summary.elapsed_s = time.monotonic() - started
     return summary
+
+
+def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> None:
+    """Run dlt, surfacing our own errors (e.g. AuthError) from dlt's wrapping exception."""
+    try:
+        pipeline.run(source)
+    except PipelineStepFailed as exc:
+        cause = _eachlabs_cause(exc)
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _eachlabs_cause(exc: BaseException) -> EachlabsError | None:

@@ -220,7 +220,8 @@ def _fetch_batches(
     if on_progress:
         on_progress(report)
     errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
-    yield _Batch(tables=batch.to_arrow() if len(batch) else {}, errors=errors)
+    # Always send the final tables, even empty, so that dlt creates every table on a first run.
+    yield _Batch(tables=batch.to_arrow(), errors=errors)
 
 
 def _add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) -> None:

@@ -1,0 +1,209 @@
+"""Apply the analytics views in `sql/` to a dataset's schema in DuckDB.
+
+Each `sql/<name>.sql` holds one `select` (no `create` statement) that becomes the view
+`<dataset>.<name>`. Files name the loader's tables and other views without a schema: DuckDB
+binds the names inside a view to the view's own schema first, so the views read the
+dataset they live in whatever the caller's search path is. The one way that could go wrong
+is a table missing from the dataset but present elsewhere in the database (DuckDB would
+fall back to it), so `apply_views` refuses that case.
+
+Dependencies between views are found by looking for other views' names in each file, then
+the views are created in topological order, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+_VIEW_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# Comments and quoted strings are removed before looking for names, so that a header
+# comment mentioning another view does not create a dependency.
+_COMMENTS_AND_STRINGS = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'", re.DOTALL)
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_$]*)\b')
+
+
+class ViewError(Exception):
+    """Base class for problems with the view files or with applying them."""
+
+
+class ViewDefinitionError(ViewError):
+    """A view file is unusable as it stands (bad name, empty, ...)."""
+
+
+class ViewCycleError(ViewError):
+    """The view files depend on each other in a circle."""
+
+
+class ViewApplyError(ViewError):
+    """DuckDB rejected a view, or the dataset is not ready for the views."""
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    """One `sql/<name>.sql` file.
+
+    Attributes:
+        name: view name (the file name without `.sql`).
+        path: the file.
+        sql: the `select` statement, without a trailing semicolon.
+        dependencies: names of the other views this one reads, sorted.
+    """
+
+    name: str
+    path: Path
+    sql: str
+    dependencies: tuple[str, ...]
+
+
+def _referenced_names(sql: str) -> set[str]:
+    """Lower-cased identifiers in `sql`, ignoring comments and string literals."""
+    code = _COMMENTS_AND_STRINGS.sub(" ", sql)
+    return {
+        (quoted.replace('""', '"') if quoted else bare).lower()
+        for quoted, bare in _IDENTIFIER.findall(code)
+    }
+
+
+def discover_views(sql_dir: Path | None = None) -> list[ViewFile]:
+    """Read every `*.sql` file in `sql_dir` (default: the project's `sql/`).
+
+    Args:
+        sql_dir: folder holding one `select` per file; the file name is the view name.
+
+    Returns:
+        The view files sorted by name, each with the names of the other views it reads.
+
+    Raises:
+        ViewDefinitionError: the folder is missing, a file name is not a plain lower-case
+            identifier, or a file is empty.
+    """
+    sql_dir = SQL_DIR if sql_dir is None else Path(sql_dir)
+    if not sql_dir.is_dir():
+        raise ViewDefinitionError(f"{sql_dir}: no such folder of view files")
+    paths = sorted(sql_dir.glob("*.sql"))
+    names = {path.stem for path in paths}
+    views = []
+    for path in paths:
+        if not _VIEW_NAME.fullmatch(path.stem):
+            raise ViewDefinitionError(
+                f"{path}: view file names must be lower-case identifiers ([a-z_][a-z0-9_]*)"
+            )
+        sql = path.read_text(encoding="utf-8").strip().rstrip(";").rstrip()
+        if not _COMMENTS_AND_STRINGS.sub("", sql).strip():
+            raise ViewDefinitionError(f"{path}: the file holds no SQL")
+        dependencies = tuple(sorted((_referenced_names(sql) & names) - {path.stem}))
+        views.append(ViewFile(name=path.stem, path=path, sql=sql, dependencies=dependencies))
+    return views
+
+
+def order_views(views: list[ViewFile]) -> list[ViewFile]:
+    """Sort views so that every view comes after the views it reads.
+
+    The order is deterministic: views whose dependencies are all met are taken in
+    alphabetical order, layer by layer.
+
+    Raises:
+        ViewCycleError: the dependencies form a cycle; the message names the views and files.
+    """
+    by_name = {view.name: view for view in views}
+    sorter = graphlib.TopologicalSorter({view.name: view.dependencies for view in views})
+    try:
+        sorter.prepare()
+    except graphlib.CycleError as error:
+        cycle = error.args[1]
+        path = " -> ".join(cycle)
+        files = ", ".join(sorted({str(by_name[name].path) for name in cycle}))
+        raise ViewCycleError(f"views depend on each other in a cycle: {path} ({files})") from None
+    ordered = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        ordered.extend(by_name[name] for name in ready)
+        sorter.done(*ready)
+    return ordered
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _check_dataset(
+    connection: duckdb.DuckDBPyConnection, dataset: str, views: list[ViewFile]
+) -> None:
+    """Refuse to build views that would read tables from outside the dataset's schema."""
+    (has_schema,) = connection.execute(
+        """
+        select count(*) > 0
+        from information_schema.schemata
+        where catalog_name = current_database() and schema_name = ?
+        """,
+        [dataset],
+    ).fetchone()
+    if not has_schema:
+        raise ViewApplyError(f"schema {dataset!r} does not exist: load the dataset first")
+    tables = connection.execute(
+        """
+        select table_schema, table_name
+        from information_schema.tables
+        where table_catalog = current_database() and table_type = 'BASE TABLE'
+        """
+    ).fetchall()
+    in_dataset = {name.lower() for schema, name in tables if schema == dataset}
+    elsewhere: dict[str, str] = {}
+    for schema, name in tables:
+        if schema != dataset:
+            elsewhere.setdefault(name.lower(), f"{schema}.{name}")
+    view_names = {view.name for view in views}
+    for view in views:
+        for name in sorted(_referenced_names(view.sql) - in_dataset - view_names):
+            if name in elsewhere:
+                raise ViewApplyError(
+                    f"{view.path}: view {view.name} reads {name}, which is missing from schema "
+                    f"{dataset!r} (only {elsewhere[name]} exists); load the dataset first"
+                )
+
+
+def apply_views(
+    connection: duckdb.DuckDBPyConnection, dataset: str, sql_dir: Path | None = None
+) -> list[str]:
+    """Create or replace every view of `sql_dir` in schema `dataset`, in dependency order.
+
+    All views are applied in one transaction: if one fails, none changes and the views
+    from the previous run stay as they were.
+
+    Args:
+        connection: an open DuckDB connection, not inside a transaction.
+        dataset: the dlt dataset name, i.e. the schema holding the loader's tables.
+        sql_dir: folder of view files; default the project's `sql/`.
+
+    Returns:
+        The view names in the order they were applied.
+
+    Raises:
+        ViewDefinitionError, ViewCycleError: the view files are unusable.
+        ViewApplyError: the dataset is missing, or DuckDB rejected a view (the message names
+            the file).
+    """
+    views = order_views(discover_views(sql_dir))
+    _check_dataset(connection, dataset, views)
+    connection.begin()
+    try:
+        for view in views:
+            statement = (
+                f"create or replace view {_quote(dataset)}.{_quote(view.name)} as\n{view.sql}\n"
+            )
+            try:
+                connection.execute(statement)
+            except duckdb.Error as error:
+                raise ViewApplyError(f"{view.path}: view {view.name} failed: {error}") from error
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
+    return [view.name for view in views]

@@ -1,0 +1,60 @@
+-- execution_runs (base view)
+--
+-- Grain: one row per execution (key: execution_id), straight from the loader's
+-- `executions` table, renamed and with the end-to-end latency derived.
+--
+-- Columns:
+--   execution_id     execution UUID.
+--   workflow_id      workflow the execution ran.
+--   bulk_id          bulk-trigger operation ID; null unless bulk-triggered.
+--   status           running / completed / failed / cancelled (cancelled = stopped by the user).
+--   started_at       when the execution started (timestamptz, UTC).
+--   completed_at     when it finished (timestamptz, UTC); null while running.
+--   latency_seconds  completed_at - started_at in seconds (double, fractional seconds kept);
+--                    null unless both timestamps are present; negative on clock skew.
+--   is_skewed        true when latency_seconds < 0 (finished before it started); such
+--                    executions are kept out of every latency statistic.
+--   started_date     UTC calendar date of started_at (null when started_at is null).
+--   step_count       number of steps the API reported for the execution.
+--   error            high-level error type (failed executions only).
+--   error_cause      detailed error message (failed executions only).
+
+with
+
+source as (
+
+    select
+        execution_id,
+        workflow_id,
+        bulk_id,
+        status,
+        started_at,
+        completed_at,
+        step_count,
+        error,
+        error_cause
+    from executions
+
+),
+
+renamed as (
+
+    select
+        execution_id,
+        workflow_id,
+        bulk_id,
+        status,
+        started_at,
+        completed_at,
+        cast(extract(epoch from (completed_at - started_at)) as double precision)
+            as latency_seconds,
+        coalesce(completed_at < started_at, false) as is_skewed,
+        cast(started_at at time zone 'UTC' as date) as started_date,
+        step_count,
+        error,
+        error_cause
+    from source
+
+)
+
+select * from renamed

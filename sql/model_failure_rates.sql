@@ -1,0 +1,135 @@
+-- model_failure_rates (reporting view)
+--
+-- Grain: one row per (step_type, model) that has at least one step of any status.
+-- Non-model steps keep their own rows ('http' / 'python' with a null model); steps without
+-- metadata form the (null, null) row.
+--
+-- The failure rate only counts steps that finished by themselves: completed or failed.
+-- Cancelled steps (skipped because an earlier step failed; they never ran) are not failures
+-- of their model, and in-flight steps (queued / running) have no outcome yet.
+--
+-- Columns:
+--   step_type            'model', 'http', 'python' or null (no metadata).
+--   model                model identifier; null for non-model steps.
+--   total_steps          all steps, any status.
+--   completed_steps      steps with status completed.
+--   failed_steps         steps with status failed.
+--   cancelled_steps      steps skipped because an earlier step failed (never ran).
+--   in_flight_steps      steps still queued or running.
+--   finished_steps       completed_steps + failed_steps: the denominator of failure_rate.
+--   failure_rate         failed_steps / finished_steps; null when finished_steps = 0.
+--   failure_rate_low     lower bound of the 95% Wilson score interval of failure_rate
+--                        (z = 1.959963984540054); null when finished_steps = 0.
+--   failure_rate_high    upper bound of that interval; null when finished_steps = 0.
+--   failure_seconds_p50  median time to failure: latency of failed steps with both timestamps
+--                        and no clock skew (percentile_cont 0.50); null when there is none.
+--   is_low_sample        true when fewer than 30 steps finished: treat the rate as anecdotal.
+
+with
+
+steps as (
+
+    select
+        step_type,
+        model,
+        status,
+        latency_seconds
+    from step_runs
+
+),
+
+wilson as (
+
+    select cast(1.959963984540054 as double precision) as z
+
+),
+
+step_counts as (
+
+    select
+        step_type,
+        model,
+        count(*) as total_steps,
+        count(*) filter (where status = 'completed') as completed_steps,
+        count(*) filter (where status = 'failed') as failed_steps,
+        count(*) filter (where status = 'cancelled') as cancelled_steps,
+        count(*) filter (where status in ('queued', 'running')) as in_flight_steps,
+        count(*) filter (where status in ('completed', 'failed')) as finished_steps,
+        percentile_cont(0.50) within group (
+            order by case when status = 'failed' and latency_seconds >= 0 then latency_seconds end
+        ) as failure_seconds_p50
+    from steps
+    group by
+        step_type,
+        model
+
+),
+
+final as (
+
+    select
+        step_counts.step_type,
+        step_counts.model,
+        step_counts.total_steps,
+        step_counts.completed_steps,
+        step_counts.failed_steps,
+        step_counts.cancelled_steps,
+        step_counts.in_flight_steps,
+        step_counts.finished_steps,
+        case
+            when step_counts.finished_steps > 0
+                then cast(step_counts.failed_steps as double precision)
+                / step_counts.finished_steps
+        end as failure_rate,
+        -- Wilson score bounds for f failures out of n finished steps, in count form:
+        --     (f + z^2/2 -/+ z * sqrt(f * (n - f) / n + z^2/4)) / (n + z^2)
+        -- The lower bound at f = 0 is exactly 0 and the upper bound at f = n exactly 1.
+        case
+            when step_counts.finished_steps = 0 then null
+            when step_counts.failed_steps = 0 then cast(0 as double precision)
+            else (
+                step_counts.failed_steps + wilson.z * wilson.z / 2
+                - wilson.z * sqrt(
+                    cast(step_counts.failed_steps as double precision)
+                    * (step_counts.finished_steps - step_counts.failed_steps)
+                    / step_counts.finished_steps
+                    + wilson.z * wilson.z / 4
+                )
+            ) / (step_counts.finished_steps + wilson.z * wilson.z)
+        end as failure_rate_low,
+        case
+            when step_counts.finished_steps = 0 then null
+            when step_counts.failed_steps = step_counts.finished_steps
+                then cast(1 as double precision)
+            else (
+                step_counts.failed_steps + wilson.z * wilson.z / 2
+                + wilson.z * sqrt(
+                    cast(step_counts.failed_steps as double precision)
+                    * (step_counts.finished_steps - step_counts.failed_steps)
+                    / step_counts.finished_steps
+                    + wilson.z * wilson.z / 4
+                )
+            ) / (step_counts.finished_steps + wilson.z * wilson.z)
+        end as failure_rate_high,
+        step_counts.failure_seconds_p50,
+        step_counts.finished_steps < 30 as is_low_sample
+    from step_counts
+    cross join wilson
+
+)
+
+select
+    step_type,
+    model,
+    total_steps,
+    completed_steps,
+    failed_steps,
+    cancelled_steps,
+    in_flight_steps,
+    finished_steps,
+    failure_rate,
+    failure_rate_low,
+    failure_rate_high,
+    failure_seconds_p50,
+    is_low_sample
+from final

@@ -1,0 +1,217 @@
+-- workflow_performance (reporting view)
+--
+-- Grain: one row per workflow_id that has at least one execution.
+--
+-- Success rate: completed / (completed + failed) executions. Running executions have no
+-- outcome yet and cancelled ones were stopped by the user, so neither counts.
+--
+-- Slowest model: among the workflow's model steps (non-null model, any version) that
+-- completed with both timestamps and no clock skew, the model with the highest median
+-- (percentile_cont 0.50) step latency; ties go to the alphabetically first model. Null when
+-- the workflow has no such step.
+--
+-- Columns:
+--   workflow_id                workflow identifier.
+--   total_executions           all executions, any status.
+--   completed_executions       executions with status completed.
+--   failed_executions          executions with status failed.
+--   cancelled_executions       executions cancelled by the user.
+--   running_executions         executions still running.
+--   finished_executions        completed + failed executions: the denominator of success_rate.
+--   success_rate               completed / finished executions; null when none finished.
+--   success_rate_low           lower bound of the 95% Wilson score interval
+--                              (z = 1.959963984540054); null when none finished.
+--   success_rate_high          upper bound of that interval; null when none finished.
+--   is_low_sample              true when fewer than 30 executions finished.
+--   skewed_executions          completed executions whose completed_at precedes started_at;
+--                              kept out of the latency figures.
+--   p50_seconds                median end-to-end latency (completed_at - started_at) of
+--                              completed executions with both timestamps and no skew.
+--   p95_seconds                95th percentile of the same sample.
+--   slowest_model              model of the slowest step, as defined above.
+--   slowest_model_p50_seconds  that model's median completed-step latency in this workflow.
+
+with
+
+executions as (
+
+    select
+        workflow_id,
+        status,
+        latency_seconds,
+        is_skewed
+    from execution_runs
+
+),
+
+steps as (
+
+    select
+        workflow_id,
+        model,
+        status,
+        latency_seconds
+    from step_runs
+
+),
+
+wilson as (
+
+    select cast(1.959963984540054 as double precision) as z
+
+),
+
+classified_executions as (
+
+    select
+        workflow_id,
+        status,
+        case
+            when status = 'completed' and latency_seconds >= 0 then latency_seconds
+        end as sample_seconds,
+        status = 'completed' and is_skewed as is_skewed_completion
+    from executions
+
+),
+
+execution_counts as (
+
+    select
+        workflow_id,
+        count(*) as total_executions,
+        count(*) filter (where status = 'completed') as completed_executions,
+        count(*) filter (where status = 'failed') as failed_executions,
+        count(*) filter (where status = 'cancelled') as cancelled_executions,
+        count(*) filter (where status = 'running') as running_executions,
+        count(*) filter (where status in ('completed', 'failed')) as finished_executions,
+        count(*) filter (where is_skewed_completion) as skewed_executions,
+        percentile_cont(0.50) within group (order by sample_seconds) as p50_seconds,
+        percentile_cont(0.95) within group (order by sample_seconds) as p95_seconds
+    from classified_executions
+    group by
+        workflow_id
+
+),
+
+model_medians as (
+
+    select
+        workflow_id,
+        model,
+        percentile_cont(0.50) within group (order by latency_seconds) as p50_seconds
+    from steps
+    where
+        model is not null
+        and status = 'completed'
+        and latency_seconds >= 0
+    group by
+        workflow_id,
+        model
+
+),
+
+ranked_models as (
+
+    select
+        workflow_id,
+        model,
+        p50_seconds,
+        row_number() over (
+            partition by workflow_id
+            order by p50_seconds desc, model asc
+        ) as slowness_rank
+    from model_medians
+
+),
+
+slowest_models as (
+
+    select
+        workflow_id,
+        model,
+        p50_seconds
+    from ranked_models
+    where slowness_rank = 1
+
+),
+
+final as (
+
+    select
+        execution_counts.workflow_id,
+        execution_counts.total_executions,
+        execution_counts.completed_executions,
+        execution_counts.failed_executions,
+        execution_counts.cancelled_executions,
+        execution_counts.running_executions,
+        execution_counts.finished_executions,
+        case
+            when execution_counts.finished_executions > 0
+                then cast(execution_counts.completed_executions as double precision)
+                / execution_counts.finished_executions
+        end as success_rate,
+        -- Wilson score bounds, count form (see model_failure_rates), with s successes.
+        case
+            when execution_counts.finished_executions = 0 then null
+            when execution_counts.completed_executions = 0 then cast(0 as double precision)
+            else (
+                execution_counts.completed_executions + wilson.z * wilson.z / 2
+                - wilson.z * sqrt(
+                    cast(execution_counts.completed_executions as double precision)
+                    * (
+                        execution_counts.finished_executions
+                        - execution_counts.completed_executions
+                    )
+                    / execution_counts.finished_executions
+                    + wilson.z * wilson.z / 4
+                )
+            ) / (execution_counts.finished_executions + wilson.z * wilson.z)
+        end as success_rate_low,
+        case
+            when execution_counts.finished_executions = 0 then null
+            when execution_counts.completed_executions = execution_counts.finished_executions
+                then cast(1 as double precision)
+            else (
+                execution_counts.completed_executions + wilson.z * wilson.z / 2
+                + wilson.z * sqrt(
+                    cast(execution_counts.completed_executions as double precision)
+                    * (
+                        execution_counts.finished_executions
+                        - execution_counts.completed_executions
+                    )
+                    / execution_counts.finished_executions
+                    + wilson.z * wilson.z / 4
+                )
+            ) / (execution_counts.finished_executions + wilson.z * wilson.z)
+        end as success_rate_high,
+        execution_counts.finished_executions < 30 as is_low_sample,
+        execution_counts.skewed_executions,
+        execution_counts.p50_seconds,
+        execution_counts.p95_seconds,
+        slowest_models.model as slowest_model,
+        slowest_models.p50_seconds as slowest_model_p50_seconds
+    from execution_counts
+    cross join wilson
+    left join slowest_models
+        on execution_counts.workflow_id is not distinct from slowest_models.workflow_id
+
+)
+
+select
+    workflow_id,
+    total_executions,
+    completed_executions,
+    failed_executions,
+    cancelled_executions,
+    running_executions,
+    finished_executions,
+    success_rate,
+    success_rate_low,
+    success_rate_high,
+    is_low_sample,
+    skewed_executions,
+    p50_seconds,
+    p95_seconds,
+    slowest_model,
+    slowest_model_p50_seconds
+from final

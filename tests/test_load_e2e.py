@@ -1,0 +1,412 @@
+"""End to end: the real CLI against the real simulator over HTTP into a real DuckDB file."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from pipelines.simulator import FaultConfig
+
+KEY_TABLES = ("executions", "step_outputs", "step_params", "fetch_errors")
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def model_step(step_id: str, model: str, params: dict[str, Any] | None = None, **kw: Any) -> dict:
+    step = {
+        "step_id": step_id,
+        "status": "completed",
+        "started_at": "2025-12-04T11:48:10Z",
+        "completed_at": "2025-12-04T11:48:39.25Z",
+        "output": "text",
+        "primary": "text",
+        "metadata": {"model": model, "version": "0.0.1", "params": params or {}},
+    }
+    step.update(kw)
+    return step
+
+
+def execution(execution_id: str, steps: dict[str, dict], **kw: Any) -> dict[str, Any]:
+    payload = {
+        "execution_id": execution_id,
+        "workflow_id": "wf-1",
+        "status": "completed",
+        "started_at": "2025-12-04T11:48:10Z",
+        "completed_at": "2025-12-04T11:50:53Z",
+        "inputs": {"prompt": "A majestic mountain landscape"},
+        "step_outputs": steps,
+        "output": ["https://storage.example/image1.png"],
+    }
+    payload.update(kw)
+    return payload
+
+
+PARAMS = {
+    "system_prompt": "You are a helpful assistant",
+    "unicode": "café ☕ 日本語",
+    "max_output_tokens": 512,
+    "temperature": 0.7,
+    "stream": False,
+    "seed": None,
+    "stop": ["\n\n", "END"],
+    "response_format": {"type": "json", "schema": {"n": 1}},
+}
+
+
+def rich_execution() -> dict[str, Any]:
+    return execution(
+        "exec-rich",
+        {
+            "step1": model_step("step1", "openai-chatgpt-5", PARAMS),
+            "step2": {
+                "step_id": "step2",
+                "status": "completed",
+                "started_at": "2025-12-04T14:48:39.5+03:00",
+                "completed_at": "2025-12-04T11:50:53Z",
+                "output": ["https://storage.example/image1.png"],
+                "primary": "https://storage.example/image1.png",
+                "metadata": {"model": "flux-1-1-pro", "version": "1.1", "prediction_id": "p-9"},
+            },
+            "hook": {
+                "step_id": "hook",
+                "status": "completed",
+                "started_at": "2025-12-04T11:50:53Z",
+                "completed_at": "2025-12-04T11:50:55.45Z",
+                "output": {"ok": True},
+                "metadata": {
+                    "type": "http",
+                    "method": "POST",
+                    "url": "https://hooks.example/x",
+                    "elapsed_seconds": 2.45,
+                    "params": {"retries": 3},
+                },
+            },
+            "script": {
+                "step_id": "script",
+                "status": "completed",
+                "started_at": "2025-12-04T06:20:55-05:30",
+                "completed_at": "2025-12-04T11:50:55.123Z",
+                "metadata": {"type": "python", "execution_time": 0.123},
+            },
+            "bare": {"step_id": "bare", "status": "completed"},
+        },
+        bulk_id="550e8400-e29b-41d4-a716-446655440000",
+        started_at="2025-12-04T14:48:10+03:00",
+        cost={"usd": 0.02},
+    )
+
+
+def test_load_writes_exact_rows(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(rich_execution())
+    result = workspace.load(simulator, "exec-rich")
+    assert result.returncode == 0, result.stderr
+    assert "requested 1, loaded 1" in result.stdout
+
+    [row] = workspace.query(
+        "select execution_id, workflow_id, bulk_id, status, started_at, completed_at, inputs,"
+        " output, error, error_cause, step_count, extra_fields from eachlabs.executions"
+    )
+    assert row == (
+        "exec-rich",
+        "wf-1",
+        "550e8400-e29b-41d4-a716-446655440000",
+        "completed",
+        utc(2025, 12, 4, 11, 48, 10),
+        utc(2025, 12, 4, 11, 50, 53),
+        '{"prompt":"A majestic mountain landscape"}',
+        '["https://storage.example/image1.png"]',
+        None,
+        None,
+        5,
+        '{"cost":{"usd":0.02}}',
+    )
+    steps = workspace.query(
+        "select step_id, step_position, step_type, model, model_version, started_at,"
+        " latency_seconds, primary_output, http_method, elapsed_seconds, execution_time_seconds,"
+        " prediction_id from eachlabs.step_outputs order by step_position"
+    )
+    assert steps == [
+        ("step1", 0, "model", "openai-chatgpt-5", "0.0.1", utc(2025, 12, 4, 11, 48, 10), 29.25,
+         '"text"', None, None, None, None),
+        ("step2", 1, "model", "flux-1-1-pro", "1.1", utc(2025, 12, 4, 11, 48, 39, 500000), 133.5,
+         '"https://storage.example/image1.png"', None, None, None, "p-9"),
+        ("hook", 2, "http", None, None, utc(2025, 12, 4, 11, 50, 53), 2.45,
+         None, "POST", 2.45, None, None),
+        ("script", 3, "python", None, None, utc(2025, 12, 4, 11, 50, 55), 0.123,
+         None, None, None, 0.123, None),
+        ("bare", 4, None, None, None, None, None, None, None, None, None, None),
+    ]  # fmt: skip
+    params = workspace.query(
+        "select step_id, param_name, param_value, param_type from eachlabs.step_params"
+        " order by step_id, param_name"
+    )
+    expected = [("hook", "retries", "3", "integer")] + sorted(
+        ("step1", name, json.dumps(value, ensure_ascii=False, separators=(",", ":")), kind)
+        for (name, value), kind in zip(
+            PARAMS.items(),
+            ["string", "string", "integer", "number", "boolean", "null", "array", "object"],
+            strict=True,
+        )
+    )
+    assert params == expected
+    # JSON values are real JSON: DuckDB can reach inside them.
+    assert workspace.query(
+        "select param_value->>'$.schema.n' from eachlabs.step_params"
+        " where param_name = 'response_format'"
+    ) == [("1",)]
+    assert workspace.query("select count(*) from eachlabs.fetch_errors") == [(0,)]
+
+
+def test_rerun_updates_running_and_replaces_removed_rows(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    running = execution(
+        "exec-1",
+        {
+            "a": model_step("a", "m1", {"keep": 1, "drop": "x"}),
+            "b": model_step("b", "m2", {"p": 1}, status="running", completed_at=None),
+        },
+        status="running",
+        completed_at=None,
+        output=None,
+    )
+    done = execution("exec-2", {"a": model_step("a", "m1", {"q": True})})
+    simulator.put_execution(running)
+    simulator.put_execution(done)
+    assert workspace.load(simulator, "exec-1", "exec-2").returncode == 0
+    assert workspace.query(
+        "select execution_id, count(*) from eachlabs.step_params group by 1 order by 1"
+    ) == [("exec-1", 3), ("exec-2", 1)]
+
+    # Upstream: exec-1 finished, step b vanished, param `drop` vanished.
+    finished = execution("exec-1", {"a": model_step("a", "m1", {"keep": 2})})
+    simulator.put_execution(finished)
+    simulator.clear_request_log()
+    result = workspace.load(simulator, "exec-1", "exec-2")
+    assert result.returncode == 0, result.stderr
+    assert "skipped as already final 1" in result.stdout
+    requested = [r.path for r in simulator.request_log]
+    assert requested == ["/api/v1/executions/exec-1"]
+
+    assert workspace.query(
+        "select execution_id, status, completed_at from eachlabs.executions order by 1"
+    ) == [
+        ("exec-1", "completed", utc(2025, 12, 4, 11, 50, 53)),
+        ("exec-2", "completed", utc(2025, 12, 4, 11, 50, 53)),
+    ]
+    assert workspace.query(
+        "select execution_id, step_id, status from eachlabs.step_outputs order by 1, 2"
+    ) == [("exec-1", "a", "completed"), ("exec-2", "a", "completed")]
+    assert workspace.query(
+        "select execution_id, step_id, param_name, param_value from eachlabs.step_params"
+        " order by 1, 2, 3"
+    ) == [("exec-1", "a", "keep", "2"), ("exec-2", "a", "q", "true")]
+
+    # A third run asks for nothing: both are final now.
+    simulator.clear_request_log()
+    assert workspace.load(simulator, "exec-1", "exec-2").returncode == 0
+    assert simulator.request_log == []
+
+
+def test_steps_and_params_all_removed_upstream_disappear(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(
+        execution("e", {"a": model_step("a", "m", {"x": 1})}, status="running", output=None)
+    )
+    assert workspace.load(simulator, "e").returncode == 0
+    simulator.put_execution(execution("e", {}))
+    assert workspace.load(simulator, "e").returncode == 0
+    counts = [workspace.query(f"select count(*) from eachlabs.{t}")[0][0] for t in KEY_TABLES]
+    assert counts == [1, 0, 0, 0]
+
+
+def test_refresh_all_fetches_final_executions_again(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+    assert workspace.load(simulator, "e").returncode == 0
+    simulator.put_execution(execution("e", {"a": model_step("a", "m2")}))
+    simulator.clear_request_log()
+    assert workspace.load(simulator, "e", extra=["--refresh-all"]).returncode == 0
+    assert [r.path for r in simulator.request_log] == ["/api/v1/executions/e"]
+    assert workspace.query("select model from eachlabs.step_outputs") == [("m2",)]
+
+
+def test_every_request_sends_a_short_long_poll_timeout(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=20, seed=7)
+    result = workspace.load(simulator, *simulator.execution_ids)
+    assert result.returncode == 0, result.stderr
+    assert len(simulator.request_log) == 20
+    assert {r.query.get("timeout") for r in simulator.request_log} in ({"1"}, {("1",)}, {1})
+    assert all(r.has_api_key for r in simulator.request_log)
+
+
+def test_generated_executions_load_completely(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=150, seed=11)
+    result = workspace.load(simulator, *simulator.execution_ids, extra=["--concurrency", "8"])
+    assert result.returncode == 0, result.stderr
+    import requests
+
+    expected_steps = expected_params = 0
+    statuses: dict[str, int] = {}
+    for execution_id in simulator.execution_ids:
+        payload = requests.get(
+            f"{simulator.base_url}/executions/{execution_id}",
+            headers={"X-API-Key": simulator.api_key},
+            params={"timeout": 1},
+            timeout=10,
+        ).json()
+        statuses[payload["status"]] = statuses.get(payload["status"], 0) + 1
+        for step in payload["step_outputs"].values():
+            expected_steps += 1
+            expected_params += len((step.get("metadata") or {}).get("params") or {})
+    stored = workspace.query("select status, count(*) from eachlabs.executions group by 1")
+    assert dict(stored) == statuses
+    assert workspace.query("select count(*) from eachlabs.step_outputs") == [(expected_steps,)]
+    assert workspace.query("select count(*) from eachlabs.step_params") == [(expected_params,)]
+
+
+def test_wrong_key_exits_1_and_loads_nothing(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=5, seed=1)
+    result = workspace.load(
+        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": "wrong-key"}
+    )
+    assert result.returncode == 1
+    assert "SOURCES__EACHLABS__API_KEY" in result.stderr
+    assert "wrong-key" not in result.stdout + result.stderr
+    assert not workspace.db_path.exists() or workspace.query(
+        "select count(*) from information_schema.tables where table_schema = 'eachlabs'"
+        " and table_name = 'executions'"
+    ) == [(0,)]
+
+
+def test_missing_key_says_which_setting_to_fix(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=1)
+    result = workspace.run(
+        "load", "x", "--db", str(workspace.db_path), "--base-url", simulator.base_url
+    )
+    assert result.returncode == 1
+    assert "SOURCES__EACHLABS__API_KEY" in result.stderr
+    assert simulator.request_log == []
+
+
+def test_not_found_is_recorded_and_exit_0(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+    result = workspace.load(simulator, "e", "missing-1")
+    assert result.returncode == 0, result.stderr
+    assert "not found 1" in result.stdout
+    assert workspace.query(
+        "select execution_id, http_status, attempts from eachlabs.fetch_errors"
+    ) == [("missing-1", 404, 1)]
+    assert workspace.query("select execution_id from eachlabs.executions") == [("e",)]
+
+
+def test_transient_failures_are_retried_then_recorded_exit_2(simulator_factory, workspace) -> None:
+    faults = FaultConfig(fail_ids={"flaky": [503, 429], "down": [503] * 20})
+    simulator = simulator_factory(executions=0, faults=faults)
+    for execution_id in ("ok", "flaky", "down"):
+        simulator.put_execution(execution(execution_id, {"a": model_step("a", "m")}))
+    result = workspace.load(simulator, "ok", "flaky", "down")
+    assert result.returncode == 2, result.stderr
+    assert "loaded 2" in result.stdout and "failed 1" in result.stdout
+    assert sorted(workspace.query("select execution_id from eachlabs.executions")) == [
+        ("flaky",),
+        ("ok",),
+    ]
+    [(execution_id, status, attempts, error)] = workspace.query(
+        "select execution_id, http_status, attempts, error from eachlabs.fetch_errors"
+    )
+    assert (execution_id, status, attempts) == ("down", 503, 5)
+    assert "gave up after 5 attempts" in error
+    per_id = {}
+    for record in simulator.request_log:
+        per_id[record.path.rsplit("/", 1)[-1]] = per_id.get(record.path.rsplit("/", 1)[-1], 0) + 1
+    assert per_id == {"ok": 1, "flaky": 3, "down": 5}
+
+    # The failed ID is fetched again on the next run, and fetch_errors then empties.
+    simulator.clear_request_log()
+    second = workspace.load(simulator, "ok", "flaky", "down")
+    assert [r.path for r in simulator.request_log][:1] == ["/api/v1/executions/down"]
+    assert second.returncode in (0, 2)
+
+
+def test_unsafe_ids_are_rejected_and_never_sent(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("good", {"a": model_step("a", "m")}))
+    bad = ["../workflows/x", "a/b", "..", "%2e%2e", "x?y=1"]
+    result = workspace.load(simulator, "good", *bad)
+    assert result.returncode == 2
+    assert "rejected 5" in result.stdout
+    assert [r.path for r in simulator.request_log] == ["/api/v1/executions/good"]
+    assert sorted(
+        workspace.query("select execution_id, http_status, attempts from eachlabs.fetch_errors")
+    ) == sorted((i, None, 0) for i in bad)
+
+
+def test_ids_file_and_stdin(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    for execution_id in ("a1", "b2", "c3"):
+        simulator.put_execution(execution(execution_id, {"s": model_step("s", "m")}))
+    ids_file = workspace.root / "ids.txt"
+    ids_file.write_text("# nightly batch\n\n  a1  \nb2\n\na1\n#c3\n", encoding="utf-8")
+    result = workspace.load(simulator, extra=["--ids-file", str(ids_file)])
+    assert result.returncode == 0, result.stderr
+    assert sorted(r.path for r in simulator.request_log) == [
+        "/api/v1/executions/a1",
+        "/api/v1/executions/b2",
+    ]
+    simulator.clear_request_log()
+    result = workspace.load(simulator, extra=["--ids-file", "-"], stdin="c3\nb2\n")
+    assert result.returncode == 0, result.stderr
+    assert [r.path for r in simulator.request_log] == ["/api/v1/executions/c3"]
+    assert workspace.query("select count(*) from eachlabs.executions") == [(3,)]
+
+
+def test_missing_ids_file_is_a_clear_error(workspace) -> None:
+    result = workspace.run("load", "--ids-file", "nope.txt", "--db", str(workspace.db_path))
+    assert result.returncode == 1
+    assert "cannot read --ids-file nope.txt" in result.stderr
+
+
+@pytest.mark.parametrize("layer", ["flag", "env"])
+def test_settings_precedence(simulator_factory, workspace, layer: str) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+    dlt_dir = workspace.root / ".dlt"
+    dlt_dir.mkdir()
+    (dlt_dir / "config.toml").write_text(
+        '[sources.eachlabs]\nbase_url = "http://127.0.0.1:9/file-is-wrong"\n', encoding="utf-8"
+    )
+    env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key}
+    if layer == "flag":
+        env["SOURCES__EACHLABS__BASE_URL"] = "http://127.0.0.1:9/env-is-wrong"
+        args = ["load", "e", "--db", str(workspace.db_path), "--base-url", simulator.base_url]
+    else:
+        env["SOURCES__EACHLABS__BASE_URL"] = simulator.base_url
+        args = ["load", "e", "--db", str(workspace.db_path)]
+    result = workspace.run(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert workspace.query("select execution_id from eachlabs.executions") == [("e",)]
+
+
+def test_api_key_never_leaks(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=30, seed=3, api_key="sk-leak-canary-7f3a9c")
+    outputs = []
+    for args in (["-v"], []):
+        env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key}
+        result = workspace.run(
+            *args, "load", *simulator.execution_ids, "missing", "../bad",
+            "--db", str(workspace.db_path), "--base-url", simulator.base_url, env=env,
+        )  # fmt: skip
+        outputs.append(result.stdout + result.stderr)
+    assert all("sk-leak-canary" not in text for text in outputs)
+    assert workspace.db_path.read_bytes().find(b"sk-leak-canary") == -1
+    stored = [p for p in workspace.dlt_dir.rglob("*") if p.is_file()]
+    assert stored, "dlt's working directory should hold the pipeline state"
+    for path in stored:
+        assert b"sk-leak-canary" not in path.read_bytes(), path

@@ -1,0 +1,904 @@
+"""The analytics views in sql/: figures worked out by hand, expectations, applying, docs.
+
+The figures tests load hand-made executions through the real loader (`load_payloads`)
+and compare every view's output with values computed by hand in the test.
+
+percentile_cont at fraction p over n sorted samples x[0..n-1] interpolates linearly at
+position h = (n - 1) * p: x[floor(h)] + (h - floor(h)) * (x[floor(h) + 1] - x[floor(h)]).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipelines.views import (
+    ViewApplyError,
+    ViewCycleError,
+    apply_views,
+    discover_views,
+    order_views,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+Z = 1.959963984540054
+BASE_VIEWS = ["execution_runs", "step_runs"]
+REPORTING_VIEWS = [
+    "model_daily_performance",
+    "model_error_causes",
+    "model_failure_rates",
+    "step_latency_by_model",
+    "step_latency_by_model_version",
+    "workflow_performance",
+]
+
+
+# --- payload builders -------------------------------------------------------------------
+
+
+def step(
+    step_id: str,
+    status: str,
+    *,
+    model: str | None = None,
+    version: str = "1.0",
+    step_type: str | None = None,
+    started_at: str | None = None,
+    completed_at: str | None = None,
+    error: str | None = None,
+    error_cause: str | None = None,
+) -> dict[str, Any]:
+    """A StepOutput: a model step when `model` is given, an http/python step for
+    `step_type`, a step without metadata when neither is."""
+    payload: dict[str, Any] = {"step_id": step_id, "status": status}
+    if started_at is not None:
+        payload["started_at"] = started_at
+    if completed_at is not None:
+        payload["completed_at"] = completed_at
+    if model is not None:
+        payload["metadata"] = {"model": model, "version": version, "params": {"prompt": "x"}}
+    elif step_type == "http":
+        payload["metadata"] = {"type": "http", "method": "POST", "url": "https://example.com/h"}
+    elif step_type == "python":
+        payload["metadata"] = {"type": "python", "params": {"code": "x = 1"}}
+    if status == "completed":
+        payload["output"] = "ok"
+        payload["primary"] = "ok"
+    if error is not None:
+        payload["error"] = error
+        payload["error_cause"] = error_cause
+    return payload
+
+
+def execution(
+    execution_id: str,
+    steps: list[dict[str, Any]],
+    *,
+    workflow_id: str = "wf-models",
+    status: str = "completed",
+    started_at: str = "2025-12-04T09:00:00Z",
+    completed_at: str | None = "2025-12-04T11:00:00Z",
+) -> dict[str, Any]:
+    """An ExecutionDetails payload holding `steps` (in order)."""
+    payload: dict[str, Any] = {
+        "execution_id": execution_id,
+        "workflow_id": workflow_id,
+        "status": status,
+        "started_at": started_at,
+        "inputs": {"prompt": "test"},
+        "step_outputs": {s["step_id"]: s for s in steps},
+        "output": "ok" if status == "completed" else None,
+    }
+    if completed_at is not None and status != "running":
+        payload["completed_at"] = completed_at
+    if status == "failed":
+        payload["error"] = "ExecutionFailed"
+        payload["error_cause"] = "a step failed"
+    return payload
+
+
+def timed(start: str, seconds: float) -> dict[str, str]:
+    """started_at / completed_at `seconds` apart, starting at `start` (RFC 3339)."""
+    started = datetime.fromisoformat(start)
+    completed = datetime.fromtimestamp(started.timestamp() + seconds, tz=UTC)
+    return {"started_at": start, "completed_at": completed.isoformat().replace("+00:00", "Z")}
+
+
+def one_step_executions(
+    prefix: str, model: str, status: str, latencies: list[float], **step_kw: Any
+) -> list[dict[str, Any]]:
+    """One execution per latency, each with a single step of `model`, an hour apart."""
+    execution_status = {"completed": "completed", "failed": "failed"}[status]
+    return [
+        execution(
+            f"{prefix}-{i}",
+            [
+                step(
+                    "s1",
+                    status,
+                    model=model,
+                    **timed(f"2025-12-04T{10 + i:02d}:00:00Z", seconds),
+                    **step_kw,
+                )
+            ],
+            status=execution_status,
+        )
+        for i, seconds in enumerate(latencies)
+    ]
+
+
+# --- the hand-made scenario -------------------------------------------------------------
+
+
+def scenario_payloads() -> list[dict[str, Any]]:
+    payloads = []
+    # m-even: versions 1.0 (1 s, 2 s, 3 s) and 2.0 (4 s): an even count per model.
+    payloads += one_step_executions("even-v1", "m-even", "completed", [1, 2, 3])
+    payloads += one_step_executions("even-v2", "m-even", "completed", [4], version="2.0")
+    # m-odd: 0.25 s (fractional timestamps), 1.5 s (+03:00 start), 10 s, and one completed
+    # step without completed_at (missing timestamp: counted as untimed, not sampled).
+    payloads.append(
+        execution(
+            "odd-1",
+            [
+                step(
+                    "s1",
+                    "completed",
+                    model="m-odd",
+                    started_at="2025-12-04T10:00:00.5Z",
+                    completed_at="2025-12-04T10:00:00.75Z",
+                ),
+                step(
+                    "s2",
+                    "completed",
+                    model="m-odd",
+                    started_at="2025-12-04T13:00:00+03:00",
+                    completed_at="2025-12-04T10:00:01.5Z",
+                ),
+                step("s3", "completed", model="m-odd", **timed("2025-12-04T10:01:00Z", 10)),
+                step("s4", "completed", model="m-odd", started_at="2025-12-04T10:02:00Z"),
+            ],
+        )
+    )
+    # m-single: one 7 s step, plus one completed step that ends 2 s before it starts.
+    payloads.append(
+        execution(
+            "single-1",
+            [
+                step("s1", "completed", model="m-single", **timed("2025-12-04T10:00:00Z", 7)),
+                step(
+                    "s2",
+                    "completed",
+                    model="m-single",
+                    started_at="2025-12-04T10:00:10Z",
+                    completed_at="2025-12-04T10:00:08Z",
+                ),
+            ],
+        )
+    )
+    # m-fail-all: 3 failures (5 s, 6 s, 30 s) with two distinct causes.
+    timeout = {"error": "ModelTimeout", "error_cause": "Model request timed out after 30 seconds"}
+    oom = {"error": "ModelError", "error_cause": "CUDA out of memory"}
+    for name, start, seconds, cause in [
+        ("fail-1", "2025-12-04T10:10:00Z", 5, timeout),
+        ("fail-2", "2025-12-04T10:20:00Z", 6, timeout),
+        ("fail-3", "2025-12-04T10:30:00Z", 30, oom),
+    ]:
+        failure = step("s1", "failed", model="m-fail-all", **timed(start, seconds), **cause)
+        payloads.append(execution(name, [failure], status="failed"))
+    # m-mixed: 6 completions of 1 s, 2 failures of 3 s.
+    payloads += one_step_executions("mixed-ok", "m-mixed", "completed", [1] * 6)
+    payloads += one_step_executions("mixed-ko", "m-mixed", "failed", [3, 3], error="E")
+    # A python step fails; the two m-cancelled steps after it are skipped (never ran).
+    payloads.append(
+        execution(
+            "cancel-1",
+            [
+                step(
+                    "s1",
+                    "failed",
+                    step_type="python",
+                    **timed("2025-12-04T10:00:00Z", 0.5),
+                    error="PythonError",
+                    error_cause="NameError: name 'x' is not defined",
+                ),
+                step("s2", "cancelled", model="m-cancelled"),
+                step("s3", "cancelled", model="m-cancelled"),
+            ],
+            status="failed",
+        )
+    )
+    # m-running: one step running, one queued, in a running execution of its own workflow.
+    payloads.append(
+        execution(
+            "running-1",
+            [
+                step("s1", "running", model="m-running", started_at="2025-12-04T10:00:00Z"),
+                step("s2", "queued", model="m-running"),
+            ],
+            workflow_id="wf-idle",
+            status="running",
+        )
+    )
+    # An http step (2 s) and a step without metadata (3 s).
+    payloads.append(
+        execution(
+            "tools-1",
+            [
+                step("s1", "completed", step_type="http", **timed("2025-12-04T10:00:00Z", 2)),
+                step("s2", "completed", **timed("2025-12-04T10:00:02Z", 3)),
+            ],
+        )
+    )
+    # m-daily: steps around UTC midnight.
+    payloads += [
+        # 2025-12-04 (UTC): 1 s across midnight, and a failure starting 01:30 at +03:00,
+        # i.e. 22:30 UTC the day before.
+        execution(
+            "daily-1",
+            [
+                step(
+                    "s1",
+                    "completed",
+                    model="m-daily",
+                    started_at="2025-12-04T23:59:59.5Z",
+                    completed_at="2025-12-05T00:00:00.5Z",
+                ),
+                step(
+                    "s2",
+                    "failed",
+                    model="m-daily",
+                    started_at="2025-12-05T01:30:00+03:00",
+                    completed_at="2025-12-05T01:30:04+03:00",
+                    error="E",
+                ),
+            ],
+            status="failed",
+            started_at="2025-12-04T23:59:59Z",
+            completed_at="2025-12-05T00:00:05Z",
+        ),
+        # 2025-12-05: 2 s and 4 s.
+        execution(
+            "daily-2",
+            [
+                step("s1", "completed", model="m-daily", **timed("2025-12-05T00:00:00Z", 2)),
+                step("s2", "completed", model="m-daily", **timed("2025-12-05T08:00:00Z", 4)),
+            ],
+            started_at="2025-12-05T00:00:00Z",
+            completed_at="2025-12-05T08:00:04Z",
+        ),
+        # A step that never started: its day is its execution's start, 2025-12-05 in UTC
+        # (2025-12-06 at +03:00).
+        execution(
+            "daily-3",
+            [step("s1", "cancelled", model="m-daily")],
+            status="cancelled",
+            started_at="2025-12-06T02:00:00+03:00",
+            completed_at="2025-12-06T02:00:01+03:00",
+        ),
+        # 2025-12-06: only a step that never ran.
+        execution(
+            "daily-4",
+            [step("s1", "cancelled", model="m-daily")],
+            status="cancelled",
+            started_at="2025-12-06T05:00:00Z",
+            completed_at="2025-12-06T05:00:01Z",
+        ),
+    ]
+    # wf-perf: executions of 10 s, 20 s (+03:00 start), 40 s, one skewed, one failed, one
+    # cancelled, one running. Step medians: m-quick 2 s, m-slow 9 s.
+    perf = {"workflow_id": "wf-perf"}
+    payloads += [
+        execution(
+            "perf-1",
+            [
+                step("s1", "completed", model="m-quick", **timed("2025-12-04T12:00:00Z", 1)),
+                step("s2", "completed", model="m-slow", **timed("2025-12-04T12:00:01Z", 9)),
+            ],
+            started_at="2025-12-04T12:00:00Z",
+            completed_at="2025-12-04T12:00:10Z",
+            **perf,
+        ),
+        execution(
+            "perf-2",
+            [
+                step("s1", "completed", model="m-quick", **timed("2025-12-04T12:00:00Z", 2)),
+                step("s2", "completed", model="m-slow", **timed("2025-12-04T12:00:02Z", 15)),
+            ],
+            started_at="2025-12-04T15:00:00+03:00",
+            completed_at="2025-12-04T12:00:20Z",
+            **perf,
+        ),
+        execution(
+            "perf-3",
+            [
+                step("s1", "completed", model="m-quick", **timed("2025-12-04T13:00:00Z", 3)),
+                step("s2", "completed", model="m-slow", **timed("2025-12-04T13:00:03Z", 3)),
+            ],
+            started_at="2025-12-04T13:00:00Z",
+            completed_at="2025-12-04T13:00:40Z",
+            **perf,
+        ),
+        execution(
+            "perf-4",
+            [step("s1", "completed", model="m-quick", **timed("2025-12-04T14:00:00Z", 2))],
+            started_at="2025-12-04T14:00:00Z",
+            completed_at="2025-12-04T13:59:50Z",
+            **perf,
+        ),
+        execution(
+            "perf-5",
+            [
+                step("s1", "failed", model="m-quick", **timed("2025-12-04T15:00:00Z", 50)),
+                step("s2", "cancelled", model="m-slow"),
+            ],
+            status="failed",
+            **perf,
+        ),
+        execution(
+            "perf-6",
+            [step("s1", "cancelled", model="m-slow")],
+            status="cancelled",
+            **perf,
+        ),
+        execution(
+            "perf-7",
+            [step("s1", "running", model="m-quick", started_at="2025-12-04T16:00:00Z")],
+            status="running",
+            **perf,
+        ),
+    ]
+    # wf-tie: m-alpha (4 s, 6 s) and m-beta (5 s) share a 5 s median; a slower http step
+    # does not count (no model).
+    tie = {"workflow_id": "wf-tie"}
+    payloads += [
+        execution(
+            "tie-1",
+            [
+                step("s1", "completed", model="m-beta", **timed("2025-12-04T12:00:00Z", 5)),
+                step("s2", "completed", model="m-alpha", **timed("2025-12-04T12:00:05Z", 4)),
+            ],
+            **tie,
+        ),
+        execution(
+            "tie-2",
+            [
+                step("s1", "completed", model="m-alpha", **timed("2025-12-04T12:00:00Z", 6)),
+                step("s2", "completed", step_type="http", **timed("2025-12-04T12:00:06Z", 100)),
+            ],
+            **tie,
+        ),
+    ]
+    return payloads
+
+
+# Loading goes through the CLI in a subprocess, so the scenario is loaded once per session
+# and shared read-only; tests that change the database load their own copy.
+_LOADED: dict[str, Path] = {}
+
+
+@pytest.fixture
+def scenario_db(load_payloads: Callable[..., Path]) -> Path:
+    if "scenario" not in _LOADED or not _LOADED["scenario"].exists():
+        _LOADED["scenario"] = load_payloads(scenario_payloads())
+    return _LOADED["scenario"]
+
+
+def query(db: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    with duckdb.connect(str(db), read_only=True) as connection:
+        cursor = connection.execute(sql, params or [])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def one_row(db: Path, view: str, **key: Any) -> dict[str, Any]:
+    """The single row of `eachlabs.<view>` matching `key` (None matches null)."""
+    where = " and ".join(f"{column} is not distinct from ?" for column in key) or "true"
+    found = query(db, f"select * from eachlabs.{view} where {where}", list(key.values()))
+    assert len(found) == 1, f"{view} {key}: {len(found)} rows"
+    return found[0]
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float]:
+    """95% Wilson score interval, textbook form (p-hat, not counts)."""
+    p = successes / trials
+    denominator = 1 + Z**2 / trials
+    centre = (p + Z**2 / (2 * trials)) / denominator
+    half = Z * math.sqrt(p * (1 - p) / trials + Z**2 / (4 * trials**2)) / denominator
+    return centre - half, centre + half
+
+
+def approx(value: float | None) -> Any:
+    return None if value is None else pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def assert_row(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert {k: actual[k] for k in expected} == {
+        k: approx(v) if isinstance(v, float) else v for k, v in expected.items()
+    }
+
+
+# --- figures ----------------------------------------------------------------------------
+
+NULL_LATENCY = dict.fromkeys(
+    ["avg_seconds", "min_seconds", "p50_seconds", "p75_seconds", "p90_seconds"]
+    + ["p95_seconds", "p99_seconds", "max_seconds"]
+)
+
+
+@pytest.mark.parametrize(
+    ("step_type", "model", "expected"),
+    [
+        # 1, 2, 3, 4: h = 3p -> p75 3.25, p90 3.7, p95 3.85, p99 3.97.
+        ("model", "m-even", dict(completed_steps=4, skewed_steps=0, untimed_steps=0,
+            avg_seconds=2.5, min_seconds=1.0, p50_seconds=2.5, p75_seconds=3.25,
+            p90_seconds=3.7, p95_seconds=3.85, p99_seconds=3.97, max_seconds=4.0)),
+        # 0.25, 1.5, 10: h = 2p -> p75 1.5 + 0.5 * 8.5, p90 1.5 + 0.8 * 8.5, ...
+        ("model", "m-odd", dict(completed_steps=3, skewed_steps=0, untimed_steps=1,
+            avg_seconds=11.75 / 3, min_seconds=0.25, p50_seconds=1.5, p75_seconds=5.75,
+            p90_seconds=8.3, p95_seconds=9.15, p99_seconds=9.83, max_seconds=10.0)),
+        ("model", "m-single", dict(completed_steps=1, skewed_steps=1, untimed_steps=0,
+            avg_seconds=7.0, min_seconds=7.0, p50_seconds=7.0, p75_seconds=7.0,
+            p90_seconds=7.0, p95_seconds=7.0, p99_seconds=7.0, max_seconds=7.0)),
+        ("model", "m-fail-all", dict(completed_steps=0, skewed_steps=0, **NULL_LATENCY)),
+        ("model", "m-cancelled", dict(completed_steps=0, **NULL_LATENCY)),
+        ("model", "m-running", dict(completed_steps=0, **NULL_LATENCY)),
+        ("http", None, dict(completed_steps=2, min_seconds=2.0, p50_seconds=51.0,
+            max_seconds=100.0)),
+        ("python", None, dict(completed_steps=0, **NULL_LATENCY)),
+        (None, None, dict(completed_steps=1, avg_seconds=3.0, p50_seconds=3.0, p99_seconds=3.0)),
+    ],
+)  # fmt: skip
+def test_step_latency_by_model_matches_hand_computed_percentiles(
+    scenario_db: Path, step_type: str | None, model: str | None, expected: dict[str, Any]
+) -> None:
+    row = one_row(scenario_db, "step_latency_by_model", step_type=step_type, model=model)
+    assert_row(row, expected)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        # 1, 2, 3: h = 2p -> p75 2.5, p90 2.8, p95 2.9, p99 2.98.
+        ("1.0", dict(completed_steps=3, avg_seconds=2.0, min_seconds=1.0, p50_seconds=2.0,
+            p75_seconds=2.5, p90_seconds=2.8, p95_seconds=2.9, p99_seconds=2.98,
+            max_seconds=3.0)),
+        ("2.0", dict(completed_steps=1, avg_seconds=4.0, min_seconds=4.0, p50_seconds=4.0,
+            p99_seconds=4.0, max_seconds=4.0)),
+    ],
+)  # fmt: skip
+def test_step_latency_by_model_version_splits_versions(
+    scenario_db: Path, version: str, expected: dict[str, Any]
+) -> None:
+    row = one_row(
+        scenario_db,
+        "step_latency_by_model_version",
+        step_type="model",
+        model="m-even",
+        model_version=version,
+    )
+    assert_row(row, expected)
+
+
+def test_non_model_steps_never_merge_into_a_model_row(scenario_db: Path) -> None:
+    keys = query(
+        scenario_db,
+        "select step_type, model from eachlabs.model_failure_rates where model is null",
+    )
+    assert sorted(keys, key=str) == sorted(
+        [
+            {"step_type": "http", "model": None},
+            {"step_type": "python", "model": None},
+            {"step_type": None, "model": None},
+        ],
+        key=str,
+    )
+
+
+LOW_1_OF_4 = Z**2 / (4 + Z**2)  # upper bound at 0 failures of 4
+MIXED_LOW, MIXED_HIGH = wilson(2, 8)
+
+
+@pytest.mark.parametrize(
+    ("step_type", "model", "expected"),
+    [
+        # 0 failures of 4: [0, z^2 / (n + z^2)].
+        ("model", "m-even", dict(total_steps=4, completed_steps=4, failed_steps=0,
+            cancelled_steps=0, in_flight_steps=0, finished_steps=4, failure_rate=0.0,
+            failure_rate_low=0.0, failure_rate_high=LOW_1_OF_4, failure_seconds_p50=None,
+            is_low_sample=True)),
+        # 3 failures of 3: [n / (n + z^2), 1]; time to failure 5, 6, 30 -> 6.
+        ("model", "m-fail-all", dict(total_steps=3, completed_steps=0, failed_steps=3,
+            finished_steps=3, failure_rate=1.0, failure_rate_low=3 / (3 + Z**2),
+            failure_rate_high=1.0, failure_seconds_p50=6.0, is_low_sample=True)),
+        ("model", "m-mixed", dict(total_steps=8, completed_steps=6, failed_steps=2,
+            finished_steps=8, failure_rate=0.25, failure_rate_low=MIXED_LOW,
+            failure_rate_high=MIXED_HIGH, failure_seconds_p50=3.0)),
+        # Skewed and untimed completions still count as completed outcomes.
+        ("model", "m-single", dict(total_steps=2, completed_steps=2, failed_steps=0)),
+        ("model", "m-odd", dict(total_steps=4, completed_steps=4, failure_rate=0.0)),
+        # Cancelled steps never ran: no failures, no rate.
+        ("model", "m-cancelled", dict(total_steps=2, completed_steps=0, failed_steps=0,
+            cancelled_steps=2, in_flight_steps=0, finished_steps=0, failure_rate=None,
+            failure_rate_low=None, failure_rate_high=None, failure_seconds_p50=None,
+            is_low_sample=True)),
+        # In-flight steps have no outcome yet: no rate.
+        ("model", "m-running", dict(total_steps=2, completed_steps=0, failed_steps=0,
+            cancelled_steps=0, in_flight_steps=2, finished_steps=0, failure_rate=None,
+            failure_rate_low=None, failure_rate_high=None)),
+        ("python", None, dict(total_steps=1, failed_steps=1, failure_rate=1.0,
+            failure_rate_high=1.0, failure_rate_low=1 / (1 + Z**2),
+            failure_seconds_p50=0.5)),
+        ("http", None, dict(total_steps=2, completed_steps=2, failure_rate=0.0)),
+        (None, None, dict(total_steps=1, completed_steps=1, failure_rate=0.0)),
+    ],
+)  # fmt: skip
+def test_model_failure_rates_match_hand_computed_wilson_bounds(
+    scenario_db: Path, step_type: str | None, model: str | None, expected: dict[str, Any]
+) -> None:
+    row = one_row(scenario_db, "model_failure_rates", step_type=step_type, model=model)
+    assert_row(row, expected)
+
+
+def test_model_daily_performance_buckets_by_utc_day(scenario_db: Path) -> None:
+    rows = query(
+        scenario_db,
+        """
+        select * from eachlabs.model_daily_performance
+        where model = 'm-daily'
+        order by started_date
+        """,
+    )
+    low, high = wilson(1, 2)
+    expected = [
+        # The 23:59:59.5 step (1 s) and the failure that started 01:30 at +03:00.
+        dict(started_date=date(2025, 12, 4), total_steps=2, completed_steps=1, failed_steps=1,
+            cancelled_steps=0, in_flight_steps=0, finished_steps=2, failure_rate=0.5,
+            failure_rate_low=low, failure_rate_high=high, is_low_sample=True,
+            skewed_steps=0, p50_seconds=1.0, p95_seconds=1.0),
+        # 2 s and 4 s (p95: 2 + 0.95 * 2), and a skipped step dated by its execution's
+        # start (02:00 at +03:00 = 23:00 UTC on the 5th).
+        dict(started_date=date(2025, 12, 5), total_steps=3, completed_steps=2, failed_steps=0,
+            cancelled_steps=1, in_flight_steps=0, finished_steps=2, failure_rate=0.0,
+            failure_rate_low=0.0, failure_rate_high=Z**2 / (2 + Z**2), skewed_steps=0,
+            p50_seconds=3.0, p95_seconds=3.9),
+        # Only a skipped step: counts are 0, latency and rate are null.
+        dict(started_date=date(2025, 12, 6), total_steps=1, completed_steps=0, failed_steps=0,
+            cancelled_steps=1, in_flight_steps=0, finished_steps=0, failure_rate=None,
+            failure_rate_low=None, failure_rate_high=None, skewed_steps=0,
+            p50_seconds=None, p95_seconds=None),
+    ]  # fmt: skip
+    assert len(rows) == len(expected)
+    for actual, wanted in zip(rows, expected, strict=True):
+        assert_row(actual, wanted)
+
+
+@pytest.mark.parametrize(
+    ("workflow_id", "expected"),
+    [
+        # 4 completed (one skewed) of 5 finished; latency 10, 20, 40 -> p95 20 + 0.9 * 20.
+        ("wf-perf", dict(total_executions=7, completed_executions=4, failed_executions=1,
+            cancelled_executions=1, running_executions=1, finished_executions=5,
+            success_rate=0.8, success_rate_low=wilson(4, 5)[0],
+            success_rate_high=wilson(4, 5)[1], is_low_sample=True, skewed_executions=1,
+            p50_seconds=20.0, p95_seconds=38.0, slowest_model="m-slow",
+            slowest_model_p50_seconds=9.0)),
+        # Tie at a 5 s median: the alphabetically first model wins.
+        ("wf-tie", dict(total_executions=2, completed_executions=2, finished_executions=2,
+            success_rate=1.0, success_rate_low=2 / (2 + Z**2), success_rate_high=1.0,
+            slowest_model="m-alpha", slowest_model_p50_seconds=5.0)),
+        ("wf-idle", dict(total_executions=1, running_executions=1, finished_executions=0,
+            success_rate=None, success_rate_low=None, success_rate_high=None,
+            p50_seconds=None, slowest_model=None, slowest_model_p50_seconds=None)),
+    ],
+)  # fmt: skip
+def test_workflow_performance_matches_hand_computed_figures(
+    scenario_db: Path, workflow_id: str, expected: dict[str, Any]
+) -> None:
+    row = one_row(scenario_db, "workflow_performance", workflow_id=workflow_id)
+    assert_row(row, expected)
+
+
+def test_model_error_causes_shares_and_first_last_seen(scenario_db: Path) -> None:
+    rows = query(
+        scenario_db,
+        """
+        select * from eachlabs.model_error_causes
+        where model = 'm-fail-all' or step_type = 'python'
+        order by step_type, failed_steps desc
+        """,
+    )
+    assert [
+        {k: row[k] for k in ("step_type", "model", "error", "failed_steps")} for row in rows
+    ] == [
+        {"step_type": "model", "model": "m-fail-all", "error": "ModelTimeout", "failed_steps": 2},
+        {"step_type": "model", "model": "m-fail-all", "error": "ModelError", "failed_steps": 1},
+        {"step_type": "python", "model": None, "error": "PythonError", "failed_steps": 1},
+    ]
+    timeouts, ooms, python = rows
+    assert timeouts["error_cause"] == "Model request timed out after 30 seconds"
+    assert timeouts["share_of_model_failures"] == pytest.approx(2 / 3)
+    assert ooms["share_of_model_failures"] == pytest.approx(1 / 3)
+    assert python["share_of_model_failures"] == 1.0
+    assert timeouts["first_seen_at"] == datetime(2025, 12, 4, 10, 10, 5, tzinfo=UTC)
+    assert timeouts["last_seen_at"] == datetime(2025, 12, 4, 10, 20, 6, tzinfo=UTC)
+    assert ooms["first_seen_at"] == datetime(2025, 12, 4, 10, 30, 30, tzinfo=UTC)
+    assert ooms["last_seen_at"] == ooms["first_seen_at"]
+
+
+def test_step_runs_keeps_fractional_seconds_and_utc_dates(scenario_db: Path) -> None:
+    rows = {
+        (row["execution_id"], row["step_id"]): row
+        for row in query(
+            scenario_db,
+            "select execution_id, step_id, latency_seconds, is_skewed, started_date "
+            "from eachlabs.step_runs",
+        )
+    }
+    assert rows[("odd-1", "s1")]["latency_seconds"] == pytest.approx(0.25)
+    assert rows[("odd-1", "s2")]["latency_seconds"] == pytest.approx(1.5)
+    assert rows[("odd-1", "s4")]["latency_seconds"] is None
+    assert rows[("single-1", "s2")]["latency_seconds"] == pytest.approx(-2.0)
+    assert rows[("single-1", "s2")]["is_skewed"] is True
+    assert rows[("daily-1", "s2")]["started_date"] == date(2025, 12, 4)
+    assert rows[("daily-3", "s1")]["started_date"] == date(2025, 12, 5)
+
+
+# --- expectations (jaffle-shop style) ---------------------------------------------------
+
+GRAINS = {
+    "execution_runs": ["execution_id"],
+    "step_runs": ["execution_id", "step_id"],
+    "step_latency_by_model": ["step_type", "model"],
+    "step_latency_by_model_version": ["step_type", "model", "model_version"],
+    "model_failure_rates": ["step_type", "model"],
+    "model_daily_performance": ["started_date", "step_type", "model"],
+    "workflow_performance": ["workflow_id"],
+    "model_error_causes": ["step_type", "model", "error", "error_cause"],
+}
+NOT_NULL = {
+    "execution_runs": ["execution_id", "workflow_id", "status"],
+    "step_runs": ["execution_id", "step_id", "status", "workflow_id", "started_date"],
+    "model_daily_performance": ["started_date"],
+    "workflow_performance": ["workflow_id"],
+}
+RATES = {
+    "model_failure_rates": "failure_rate",
+    "model_daily_performance": "failure_rate",
+    "workflow_performance": "success_rate",
+}
+COUNTS = {
+    "step_latency_by_model": ["completed_steps", "skewed_steps", "untimed_steps"],
+    "model_failure_rates": ["total_steps", "completed_steps", "failed_steps"]
+    + ["cancelled_steps", "in_flight_steps", "finished_steps"],
+    "model_daily_performance": ["total_steps", "completed_steps", "failed_steps"]
+    + ["cancelled_steps", "in_flight_steps", "finished_steps", "skewed_steps"],
+    "workflow_performance": ["total_executions", "completed_executions", "failed_executions"]
+    + ["cancelled_executions", "running_executions", "finished_executions"],
+    "model_error_causes": ["failed_steps"],
+}
+
+
+def test_every_view_has_a_declared_grain() -> None:
+    assert sorted(GRAINS) == sorted(view.name for view in discover_views())
+
+
+@pytest.mark.parametrize("view", sorted(GRAINS))
+def test_view_grain_is_unique(scenario_db: Path, view: str) -> None:
+    keys = ", ".join(GRAINS[view])
+    duplicates = query(
+        scenario_db,
+        f"select {keys}, count(*) as n from eachlabs.{view} group by all having count(*) > 1",
+    )
+    assert duplicates == []
+    assert query(scenario_db, f"select count(*) as n from eachlabs.{view}")[0]["n"] > 0
+
+
+@pytest.mark.parametrize("view", sorted(NOT_NULL))
+def test_view_keys_are_not_null(scenario_db: Path, view: str) -> None:
+    condition = " or ".join(f"{column} is null" for column in NOT_NULL[view])
+    assert query(scenario_db, f"select * from eachlabs.{view} where {condition}") == []
+
+
+@pytest.mark.parametrize("view", sorted(RATES))
+def test_rates_lie_within_their_wilson_interval(scenario_db: Path, view: str) -> None:
+    rate = RATES[view]
+    violations = query(
+        scenario_db,
+        f"""
+        select * from eachlabs.{view}
+        where not (
+            ({rate} is null and {rate}_low is null and {rate}_high is null)
+            or (0 <= {rate}_low and {rate}_low <= {rate} and {rate} <= {rate}_high
+                and {rate}_high <= 1)
+        )
+        """,
+    )
+    assert violations == []
+
+
+@pytest.mark.parametrize("view", sorted(COUNTS))
+def test_counts_are_never_negative_or_null(scenario_db: Path, view: str) -> None:
+    condition = " or ".join(f"coalesce({c}, -1) < 0" for c in COUNTS[view])
+    assert query(scenario_db, f"select * from eachlabs.{view} where {condition}") == []
+
+
+@pytest.mark.parametrize("view", ["model_failure_rates", "model_daily_performance"])
+def test_step_counts_add_up(scenario_db: Path, view: str) -> None:
+    violations = query(
+        scenario_db,
+        f"""
+        select * from eachlabs.{view}
+        where total_steps != completed_steps + failed_steps + cancelled_steps + in_flight_steps
+            or finished_steps != completed_steps + failed_steps
+        """,
+    )
+    assert violations == []
+
+
+def test_percentiles_are_ordered(scenario_db: Path) -> None:
+    violations = query(
+        scenario_db,
+        """
+        select * from eachlabs.step_latency_by_model
+        where not (min_seconds <= p50_seconds and p50_seconds <= p75_seconds
+            and p75_seconds <= p90_seconds and p90_seconds <= p95_seconds
+            and p95_seconds <= p99_seconds and p99_seconds <= max_seconds
+            and min_seconds <= avg_seconds and avg_seconds <= max_seconds)
+        """,
+    )
+    assert violations == []
+
+
+def test_error_cause_shares_add_up_to_one(scenario_db: Path) -> None:
+    totals = query(
+        scenario_db,
+        """
+        select step_type, model, sum(share_of_model_failures) as total
+        from eachlabs.model_error_causes
+        group by step_type, model
+        """,
+    )
+    assert totals and all(row["total"] == pytest.approx(1.0) for row in totals)
+
+
+# --- applying the views -----------------------------------------------------------------
+
+
+def test_views_are_applied_in_dependency_order() -> None:
+    order = [view.name for view in order_views(discover_views())]
+    assert order == BASE_VIEWS + REPORTING_VIEWS
+    dependencies = {view.name: view.dependencies for view in discover_views()}
+    assert dependencies["execution_runs"] == ()
+    assert dependencies["step_runs"] == ("execution_runs",)
+    assert dependencies["workflow_performance"] == ("execution_runs", "step_runs")
+
+
+def test_apply_views_is_idempotent_and_reads_its_own_dataset(
+    load_payloads: Callable[..., Path],
+) -> None:
+    db = load_payloads(one_step_executions("alt", "m-alt", "completed", [1, 3]), "eachlabs_alt")
+    with duckdb.connect(str(db)) as connection:
+        assert apply_views(connection, "eachlabs_alt") == BASE_VIEWS + REPORTING_VIEWS
+        # Empty decoys that would win if the views bound names through the search path.
+        for table in ("step_outputs", "executions"):
+            connection.execute(
+                f"create table main.{table} as select * from eachlabs_alt.{table} where false"
+            )
+        connection.execute("set search_path = 'main'")
+        rows = connection.execute(
+            "select model, completed_steps, p50_seconds from eachlabs_alt.step_latency_by_model"
+        ).fetchall()
+    assert rows == [("m-alt", 2, 2.0)]
+    schemas = query(db, "select schema_name from information_schema.schemata")
+    assert {"schema_name": "eachlabs"} not in schemas
+
+
+def write_views(sql_dir: Path, files: dict[str, str]) -> Path:
+    sql_dir.mkdir(parents=True, exist_ok=True)
+    for name, sql in files.items():
+        (sql_dir / f"{name}.sql").write_text(sql, encoding="utf-8")
+    return sql_dir
+
+
+@pytest.fixture
+def toy_db() -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory database with one toy table: for the applier, not for view figures."""
+    with duckdb.connect() as connection:
+        connection.execute("create schema toy; create table toy.numbers as select 1 as n")
+        yield connection
+
+
+def test_dependencies_ignore_comments_and_strings(tmp_path: Path) -> None:
+    sql_dir = write_views(
+        tmp_path,
+        {
+            "a_view": "-- reads b_view? no.\nselect n, 'b_view' as label from numbers",
+            "b_view": "/* a_view */ select n from a_view",
+        },
+    )
+    views = {view.name: view.dependencies for view in discover_views(sql_dir)}
+    assert views == {"a_view": (), "b_view": ("a_view",)}
+
+
+def test_cycle_is_reported_with_the_files(tmp_path: Path) -> None:
+    sql_dir = write_views(
+        tmp_path,
+        {"one": "select * from two", "two": "select * from three", "three": "select * from one"},
+    )
+    with pytest.raises(ViewCycleError, match=r"one\.sql") as error:
+        order_views(discover_views(sql_dir))
+    assert "three" in str(error.value) and "two.sql" in str(error.value)
+
+
+def test_broken_view_leaves_previous_views_intact(
+    tmp_path: Path, toy_db: duckdb.DuckDBPyConnection
+) -> None:
+    good = write_views(
+        tmp_path / "good", {"base": "select n from numbers", "top": "select n from base"}
+    )
+    assert apply_views(toy_db, "toy", good) == ["base", "top"]
+    broken = write_views(
+        tmp_path / "broken",
+        {
+            "base": "select n, n * 10 as tenfold from numbers",
+            "top": "select n, no_such_column from base",
+        },
+    )
+    with pytest.raises(ViewApplyError, match=r"top\.sql"):
+        apply_views(toy_db, "toy", broken)
+    assert toy_db.execute("select * from toy.base").fetchall() == [(1,)]
+    assert toy_db.execute("select * from toy.top").fetchall() == [(1,)]
+
+
+def test_missing_dataset_is_a_clear_error(toy_db: duckdb.DuckDBPyConnection) -> None:
+    with pytest.raises(ViewApplyError, match="schema 'nowhere' does not exist"):
+        apply_views(toy_db, "nowhere")
+
+
+def test_table_missing_from_dataset_is_refused(
+    tmp_path: Path, toy_db: duckdb.DuckDBPyConnection
+) -> None:
+    toy_db.execute("create schema empty")
+    sql_dir = write_views(tmp_path, {"reader": "select n from numbers"})
+    with pytest.raises(ViewApplyError, match=r"reader\.sql.*numbers.*toy\.numbers"):
+        apply_views(toy_db, "empty", sql_dir)
+
+
+# --- documentation ----------------------------------------------------------------------
+
+
+def documented_views(text: str) -> dict[str, str]:
+    """`### view_name` sections of the `## Analytics views` section: name -> body."""
+    section = re.search(r"^## Analytics views\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert section, "no `## Analytics views` section"
+    parts = re.split(r"^### ([a-z_][a-z0-9_]*)\s*$", section.group(1), flags=re.M)
+    pairs = zip(parts[1::2], parts[2::2], strict=True)
+    return {name: body.split("\n### ")[0] for name, body in pairs}
+
+
+def test_every_view_is_documented_and_every_documented_view_exists() -> None:
+    document = "README.md"
+    path = REPO / document
+    assert path.exists(), f"{document} is missing"
+    documented = documented_views(path.read_text(encoding="utf-8"))
+    assert sorted(documented) == sorted(view.name for view in discover_views())
+    for name, body in documented.items():
+        assert "Grain" in body, f"{document}: {name} does not state its grain"
+        assert re.search(rf"```sql\n.*\b{name}\b.*```", body, re.S), (
+            f"{document}: {name} has no example query"
+        )
+
+
+def test_documented_example_queries_run(scenario_db: Path) -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    for body in documented_views(text).values():
+        for example in re.findall(r"```sql\n(.*?)```", body, re.S):
+            query(scenario_db, example)  # raises if the example drifted from the view
