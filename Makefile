@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs_data.duckdb
 
 test: $(STAMP)
+	$(BIN)/ruff check pipelines tests bench
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

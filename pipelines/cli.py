@@ -191,9 +191,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.report import model_performance_table
     from pipelines.simulator import Simulator, SimulatorConfig
 
-    config = SimulatorConfig(executions=args.executions, seed=args.seed)
+    # The clock runs at 60 simulated seconds per second, as with `eachlabs-pipeline simulator`.
+    config = SimulatorConfig(executions=args.executions, seed=args.seed, time_scale=60)
     with Simulator(config) as simulator:
-        simulator.start()
         print(f"simulator serving {args.executions} executions at {simulator.base_url}")
         summary = run_load(
             simulator.execution_ids,

@@ -11,7 +11,7 @@ def model_performance_table(db_path: Path, dataset: str) -> str:
     """Latency percentiles and failure rates per model, as a printable table."""
     query = f"""
         select
-            f.step_type,
+            coalesce(f.step_type, '-') as step_type,
             coalesce(f.model, '-') as model,
             f.completed_steps as completed,
             f.failed_steps as failed,

@@ -1,0 +1,292 @@
+"""`eachlabs-pipeline simulator`: run the local Eachlabs API simulator until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pipelines.simulator.data import DEFAULT_RUNNING_SHARE
+from pipelines.simulator.faults import FaultConfig
+from pipelines.simulator.server import Simulator, SimulatorConfig
+
+DEFAULT_PORT = 8080
+DEFAULT_EXECUTIONS = 5000
+DEFAULT_SEED = 42
+DEFAULT_TIME_SCALE = 60.0
+
+
+def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `simulator` subcommand to the main CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "simulator",
+        help="run a local simulator of the Eachlabs Workflows API",
+        description=(
+            "Serve a simulated Eachlabs Workflows API on this machine: GET "
+            "/api/v1/executions/{id} (with the `timeout` long-poll) and GET "
+            "/api/v1/workflows/{id}/executions, with generated executions that progress on a "
+            "simulated clock, and optional fault injection. Prints the base URL and the API "
+            "key, then runs until Ctrl-C or SIGTERM (exit code 0)."
+        ),
+    )
+    server = parser.add_argument_group("server")
+    server.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    server.add_argument(
+        "--port",
+        type=_non_negative_int,
+        default=DEFAULT_PORT,
+        help="TCP port; 0 picks a free one (default: %(default)s)",
+    )
+    server.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="the key to accept in the X-API-Key header (default: a random key, printed at start)",
+    )
+    data = parser.add_argument_group("data and clock")
+    data.add_argument(
+        "--executions",
+        type=_non_negative_int,
+        default=DEFAULT_EXECUTIONS,
+        metavar="N",
+        help="number of generated executions (default: %(default)s)",
+    )
+    data.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the generated data; same seed, same data (default: %(default)s)",
+    )
+    data.add_argument(
+        "--running-share",
+        type=_share,
+        default=DEFAULT_RUNNING_SHARE,
+        metavar="SHARE",
+        help="share of executions still running at start (default: %(default)s)",
+    )
+    data.add_argument(
+        "--time-scale",
+        type=_non_negative_float,
+        default=DEFAULT_TIME_SCALE,
+        metavar="FACTOR",
+        help="simulated seconds per real second; 0 freezes the clock (default: %(default)s)",
+    )
+    data.add_argument(
+        "--no-long-poll",
+        dest="long_poll",
+        action="store_false",
+        help="answer running executions at once instead of waiting up to `timeout` seconds",
+    )
+    data.add_argument(
+        "--ids-out",
+        type=Path,
+        metavar="PATH",
+        help="write the generated execution IDs to PATH, one per line (for `load --ids-file`)",
+    )
+    faults = parser.add_argument_group("fault injection (all off by default)")
+    faults.add_argument(
+        "--latency-ms",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="MS",
+        help="delay added to every request",
+    )
+    faults.add_argument(
+        "--jitter-ms",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="MS",
+        help="extra random delay per request, uniform in [0, MS]",
+    )
+    faults.add_argument(
+        "--rate-limit",
+        type=_positive_float,
+        metavar="REQ_PER_S",
+        help="token-bucket rate limit; requests over it get 429 with Retry-After",
+    )
+    faults.add_argument(
+        "--rate-limit-burst",
+        type=_positive_int,
+        metavar="N",
+        help="token-bucket size (default: the rate rounded up)",
+    )
+    faults.add_argument(
+        "--rate-limit-every",
+        type=_positive_int,
+        metavar="N",
+        help="answer 429 to every N-th request",
+    )
+    faults.add_argument(
+        "--retry-after",
+        type=_non_negative_int,
+        default=1,
+        metavar="SECONDS",
+        help="Retry-After of the --rate-limit-every 429s (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--error-rate",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests answered 500, 502 or 503",
+    )
+    faults.add_argument(
+        "--drop-rate",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests whose connection is closed without an answer",
+    )
+    faults.add_argument(
+        "--malformed-rate",
+        type=_share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of 200 answers whose JSON body is truncated or invalid",
+    )
+    faults.add_argument(
+        "--slow-body-ms",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="MS",
+        help="send the headers, then dribble the body out over MS milliseconds",
+    )
+    faults.add_argument(
+        "--slow-body-rate",
+        type=_share,
+        default=1.0,
+        metavar="SHARE",
+        help="share of answers sent slowly when --slow-body-ms is set (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--fault-seed",
+        type=int,
+        metavar="SEED",
+        help="seed of the fault draws (default: --seed)",
+    )
+    parser.set_defaults(handler=run_simulator)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    """The `SimulatorConfig` described by the parsed command line."""
+    faults = FaultConfig(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        rate_limit_per_s=args.rate_limit,
+        rate_limit_burst=args.rate_limit_burst,
+        rate_limit_every=args.rate_limit_every,
+        retry_after_s=args.retry_after,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        malformed_rate=args.malformed_rate,
+        slow_body_ms=args.slow_body_ms,
+        slow_body_rate=args.slow_body_rate,
+        seed=args.fault_seed,
+    )
+    return SimulatorConfig(
+        executions=args.executions,
+        seed=args.seed,
+        api_key=args.api_key,
+        host=args.host,
+        port=args.port,
+        time_scale=args.time_scale,
+        running_share=args.running_share,
+        long_poll=args.long_poll,
+        faults=faults,
+    )
+
+
+def run_simulator(args: argparse.Namespace) -> int:
+    """Start the simulator, print where it is, serve until Ctrl-C/SIGTERM; exit code 0."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    simulator = Simulator(config)
+    if args.ids_out is not None:
+        args.ids_out.parent.mkdir(parents=True, exist_ok=True)
+        args.ids_out.write_text("".join(f"{i}\n" for i in simulator.execution_ids))
+    try:
+        simulator.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return 1
+
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop_requested.set()
+
+    previous = {
+        signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        print(f"Eachlabs API simulator listening on {simulator.base_url}", flush=True)
+        if args.api_key is None:
+            print(f"API key: {simulator.api_key}", flush=True)
+        else:
+            print("API key: the one given with --api-key", flush=True)
+        print(
+            f"{config.executions} executions (seed {config.seed}), "
+            f"clock x{config.time_scale:g}, simulated time {simulator.now:%Y-%m-%dT%H:%M:%SZ}",
+            flush=True,
+        )
+        if args.ids_out is not None:
+            print(f"Execution IDs written to {args.ids_out}", flush=True)
+        print("Press Ctrl-C to stop.", flush=True)
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        simulator.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print("Simulator stopped.", flush=True)
+    return 0
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _number(text, float)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value

@@ -1,0 +1,48 @@
+"""pytest fixtures that run the simulator in process on a free port.
+
+Load with `pytest_plugins = ["pipelines.simulator.pytest_plugin"]` in a conftest.py (or
+`pytest -p pipelines.simulator.pytest_plugin`). Both fixtures use a frozen clock
+(`time_scale=0`): the data only changes through `sim.advance(seconds)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pipelines.simulator.faults import FaultConfig
+from pipelines.simulator.server import Simulator, SimulatorConfig
+
+#: Defaults of the fixtures' instances: small, frozen, deterministic.
+FIXTURE_DEFAULTS: dict[str, Any] = {"executions": 200, "seed": 42, "time_scale": 0.0}
+
+
+@pytest.fixture
+def simulator_factory() -> Iterator[Callable[..., Simulator]]:
+    """A function `make(**config) -> Simulator` returning started simulators.
+
+    Keyword arguments are `SimulatorConfig` fields; `faults` may be a `FaultConfig` or a dict of
+    its fields. Every simulator made is stopped when the test ends.
+    """
+    started: list[Simulator] = []
+
+    def make(**config: Any) -> Simulator:
+        faults = config.pop("faults", None)
+        if isinstance(faults, dict):
+            faults = FaultConfig(**faults)
+        settings = {**FIXTURE_DEFAULTS, **config, "faults": faults or FaultConfig()}
+        simulator = Simulator(SimulatorConfig(**settings)).start()
+        started.append(simulator)
+        return simulator
+
+    yield make
+    for simulator in started:
+        simulator.stop()
+
+
+@pytest.fixture
+def simulator(simulator_factory: Callable[..., Simulator]) -> Simulator:
+    """A started simulator with 200 generated executions (seed 42) and a frozen clock."""
+    return simulator_factory()

@@ -1,0 +1,280 @@
+"""Contract tests: every response of the simulator validates against the published OpenAPI spec.
+
+The JSON Schemas are derived at test time from workflows.openapi.yaml (see
+pipelines/simulator/contract.py). Without the spec these tests fail, saying how to provide it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from jsonschema.protocols import Validator
+
+from pipelines.simulator import FaultConfig, Simulator
+from pipelines.simulator.contract import (
+    SPEC_ENV_VAR,
+    SpecNotFoundError,
+    find_spec_path,
+    load_operation_schemas,
+    load_response_schemas,
+    openapi_to_json_schema,
+    schema_validator,
+)
+
+MakeSimulator = Callable[..., Simulator]
+EXECUTION_OP = ("GET", "/executions/{executionID}")
+LIST_OP = ("GET", "/workflows/{workflowID}/executions")
+ONE_DAY_S = 24 * 3600
+
+
+@pytest.fixture(scope="module")
+def spec_path() -> Path:
+    try:
+        return find_spec_path()
+    except SpecNotFoundError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def operations(spec_path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    # Closed objects: the simulator must not send fields the spec does not document.
+    return load_operation_schemas(spec_path, forbid_unknown_properties=True)
+
+
+@pytest.fixture(scope="module")
+def schemas(spec_path: Path) -> dict[str, dict[str, Any]]:
+    return load_response_schemas(spec_path, forbid_unknown_properties=True)
+
+
+def assert_valid(validator: Validator, body: Any, what: str) -> None:
+    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.path))
+    details = "\n".join(f"  at {list(e.path)}: {e.message[:200]}" for e in errors[:5])
+    assert not errors, f"{what} does not match the spec:\n{details}"
+
+
+class Coverage:
+    """Which shapes the validated responses exercised, so 'all valid' means something."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, set[str]] = defaultdict(set)
+
+    def add(self, body: dict[str, Any]) -> None:
+        seen = self.seen
+        seen["status"].add(body["status"])
+        seen["bulk_id"].add("present" if "bulk_id" in body else "absent")
+        seen["output"].add(type(body["output"]).__name__)
+        for value in _timestamps(body):
+            seen["offset"].add(re.search(r"(Z|[+-]\d\d:\d\d)$", value).group(1))
+            fraction = re.search(r"\.(\d+)", value)
+            seen["fraction"].add(str(len(fraction.group(1))) if fraction else "none")
+        for step in body["step_outputs"].values():
+            seen["step_status"].add(step["status"])
+            metadata = step.get("metadata")
+            if metadata is None:
+                seen["step_type"].add("no metadata")
+            else:
+                seen["step_type"].add("model" if "model" in metadata else metadata["type"])
+                for value in metadata.get("params", {}).values():
+                    seen["param"].add(type(value).__name__)
+                    if isinstance(value, str) and not value.isascii():
+                        seen["param"].add("non-ascii str")
+                seen["metadata"].update(metadata)
+            if "output" in step:
+                seen["step_output"].add(type(step["output"]).__name__)
+            if "primary" in step:
+                seen["primary"].add(type(step["primary"]).__name__)
+            if "input" in step:
+                seen["step_input"].add("present")
+
+
+def _timestamps(body: dict[str, Any]) -> list[str]:
+    values = [body.get("started_at"), body.get("completed_at")]
+    for step in body["step_outputs"].values():
+        values += [step.get("started_at"), step.get("completed_at")]
+        values.append((step.get("metadata") or {}).get("processed_at"))
+    return [value for value in values if value]
+
+
+def test_generated_executions_match_the_spec_at_several_times(
+    simulator_factory: MakeSimulator, operations: dict
+) -> None:
+    sim = simulator_factory(executions=300, long_poll=False)
+    validator = schema_validator(operations[(*EXECUTION_OP, "200")])
+    coverage = Coverage()
+    with requests.Session() as session:
+        session.headers["X-API-Key"] = sim.api_key
+        for advance_s in (0, 20, 600, ONE_DAY_S):
+            sim.advance(advance_s)
+            for execution_id in sim.execution_ids:
+                response = session.get(
+                    f"{sim.base_url}/executions/{execution_id}", params={"timeout": 1}, timeout=10
+                )
+                assert response.status_code == 200
+                body = response.json()
+                assert_valid(validator, body, f"execution {execution_id} (+{advance_s}s)")
+                coverage.add(body)
+
+    seen = coverage.seen
+    assert seen["status"] == {"running", "completed", "failed", "cancelled"}
+    assert seen["step_status"] == {"queued", "running", "completed", "failed", "cancelled"}
+    assert seen["step_type"] == {"model", "http", "python", "no metadata"}
+    assert seen["output"] == {"str", "list", "dict", "NoneType"}
+    assert seen["step_output"] == {"str", "list", "dict", "bool", "float"}
+    assert seen["primary"] == {"str", "int", "float", "bool", "dict"}
+    assert seen["param"] >= {"str", "int", "float", "bool", "NoneType", "list", "dict"}
+    assert "non-ascii str" in seen["param"]
+    assert seen["bulk_id"] == {"present", "absent"}
+    assert seen["step_input"] == {"present"}
+    assert {"Z", "+00:00", "+03:00", "-05:30"} <= seen["offset"]
+    assert {"none", "3", "6"} <= seen["fraction"] and len(seen["fraction"]) > 3
+    assert {"prediction_id", "processed_at", "elapsed_seconds", "execution_time"} <= set(
+        seen["metadata"]
+    )
+    assert {"method", "url", "version", "params"} <= set(seen["metadata"])
+
+
+def test_list_pages_match_the_spec(simulator_factory: MakeSimulator, operations: dict) -> None:
+    sim = simulator_factory(executions=300)
+    validator = schema_validator(operations[(*LIST_OP, "200")])
+    statuses = set()
+    for advance_s in (0, ONE_DAY_S):
+        sim.advance(advance_s)
+        for workflow_id in sim.workflow_ids:
+            offset: int | None = 0
+            while offset is not None:
+                response = requests.get(
+                    f"{sim.base_url}/workflows/{workflow_id}/executions",
+                    headers={"X-API-Key": sim.api_key},
+                    params={"offset": offset, "limit": 30},
+                    timeout=10,
+                )
+                body = response.json()
+                assert response.status_code == 200
+                assert_valid(validator, body, f"list page {workflow_id}@{offset}")
+                statuses.update(item["status"] for item in body["executions"])
+                offset = body["offset"]
+    assert statuses == {"running", "completed", "failed", "cancelled"}
+
+
+def test_every_error_body_matches_the_spec(
+    simulator_factory: MakeSimulator, operations: dict, schemas: dict
+) -> None:
+    sim = simulator_factory(executions=20, running_share=0.0)
+    scripted_id = sim.execution_ids[1]
+    faulty = simulator_factory(
+        executions=20,
+        running_share=0.0,
+        faults=FaultConfig(fail_ids={scripted_id: [500, 502, 503, 429]}),
+    )
+    known_id, workflow_id = sim.execution_ids[0], sim.workflow_ids[0]
+    cases: list[tuple[Simulator, str, str | None, tuple[str, str] | None, int]] = [
+        (sim, f"/executions/{known_id}", None, EXECUTION_OP, 401),
+        (sim, f"/workflows/{workflow_id}/executions", None, LIST_OP, 401),
+        (sim, "/executions/unknown-id", "valid", EXECUTION_OP, 404),
+        (sim, "/workflows/unknown/executions", "valid", LIST_OP, 404),
+        (sim, f"/executions/{known_id}?timeout=0", "valid", EXECUTION_OP, 400),
+        (sim, f"/workflows/{workflow_id}/executions?limit=101", "valid", LIST_OP, 400),
+        (sim, "/no/such/path", "valid", None, 404),
+    ]
+    cases += [
+        (faulty, f"/executions/{scripted_id}", "valid", EXECUTION_OP, status)
+        for status in (500, 502, 503, 429)
+    ]
+    for target, path, key, operation, expected_status in cases:
+        headers = {"X-API-Key": target.api_key} if key else {}
+        response = requests.get(target.base_url + path, headers=headers, timeout=10)
+        assert response.status_code == expected_status, path
+        assert response.headers["Content-Type"].startswith("application/json")
+        # The spec's own schema for that status when it lists one, else its `Error` schema.
+        listed = operations.get((*operation, str(expected_status))) if operation else None
+        schema = listed or schemas["Error"]
+        assert_valid(schema_validator(schema), response.json(), f"{expected_status} for {path}")
+
+
+def test_spec_declares_what_the_simulator_relies_on(operations: dict) -> None:
+    for key in [(*EXECUTION_OP, "200"), (*EXECUTION_OP, "401"), (*EXECUTION_OP, "404")]:
+        assert key in operations
+    assert (*LIST_OP, "400") in operations
+
+
+@pytest.mark.parametrize(
+    ("mutate", "path"),
+    [
+        (
+            lambda body: body["step_outputs"]["s"].update(primary=["a"]),
+            ["step_outputs", "s", "primary"],
+        ),
+        (lambda body: body.update(output=12), ["output"]),
+        (lambda body: body.update(status="done"), ["status"]),
+        (lambda body: body["step_outputs"]["s"].pop("status"), ["step_outputs", "s"]),
+        (lambda body: body.update(completed_at=None), ["completed_at"]),
+        (lambda body: body.update(complete_at="2026-01-01T00:00:00Z"), []),
+    ],
+)
+def test_schema_rejects_what_the_spec_forbids(
+    operations: dict, mutate: Callable[[dict], Any], path: list[str]
+) -> None:
+    body = {
+        "execution_id": "e",
+        "workflow_id": "w",
+        "status": "completed",
+        "completed_at": "2026-01-01T00:00:00Z",
+        "step_outputs": {"s": {"step_id": "s", "status": "completed", "primary": "x"}},
+        "output": "x",
+    }
+    schema_validator(operations[(*EXECUTION_OP, "200")]).validate(body)
+    mutate(body)
+    errors = list(schema_validator(operations[(*EXECUTION_OP, "200")]).iter_errors(body))
+    assert [list(error.absolute_path) for error in errors] == [path]
+
+
+def test_list_offset_is_nullable_by_erratum_but_still_an_integer(operations: dict) -> None:
+    validator = schema_validator(operations[(*LIST_OP, "200")])
+    assert validator.is_valid({"executions": [], "offset": None, "total_count": 0})
+    assert validator.is_valid({"executions": [], "total_count": 0})
+    assert not validator.is_valid({"executions": [], "offset": "50", "total_count": 0})
+
+
+def test_openapi_conversion() -> None:
+    converted = openapi_to_json_schema(
+        {
+            "type": "object",
+            "example": {"a": 1},
+            "properties": {
+                "example": {"type": "string", "nullable": True},
+                "level": {"type": "string", "enum": ["a", "b"], "nullable": True},
+                "any": {"oneOf": [{"type": "string"}, {"type": "object"}], "nullable": True},
+                "ref": {"$ref": "#/components/schemas/Other", "description": "ignored"},
+                "count": {"type": "integer", "minimum": 0, "exclusiveMinimum": True},
+            },
+        },
+        forbid_unknown_properties=True,
+    )
+    assert converted == {
+        "type": "object",
+        "properties": {
+            "example": {"type": ["string", "null"]},
+            "level": {"type": ["string", "null"], "enum": ["a", "b", None]},
+            "any": {
+                "anyOf": [{"oneOf": [{"type": "string"}, {"type": "object"}]}, {"type": "null"}]
+            },
+            "ref": {"$ref": "#/$defs/Other"},
+            "count": {"type": "integer", "exclusiveMinimum": 0},
+        },
+        "additionalProperties": False,
+    }
+
+
+def test_missing_spec_fails_with_instructions(tmp_path: Path, spec_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(SpecNotFoundError, match=SPEC_ENV_VAR):
+        find_spec_path(environ={SPEC_ENV_VAR: str(missing)})
+    with pytest.raises(SpecNotFoundError, match=SPEC_ENV_VAR):
+        find_spec_path(environ={}, default=missing)
+    assert find_spec_path(environ={SPEC_ENV_VAR: str(spec_path)}) == spec_path
