@@ -32,6 +32,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/simulator_bench.py
 	$(BIN)/python bench/views_bench.py
+	$(BIN)/python bench/load_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs_data.duckdb eachlabs_data.duckdb.wal

@@ -45,7 +45,7 @@ class _JsonHintNoise(logging.Filter):
 
 logging.getLogger("dlt").addFilter(_JsonHintNoise())
 
-__all__ = ["FetchReport", "eachlabs_source"]
+__all__ = ["FetchReport", "TableBatch", "eachlabs_source", "table_resources"]
 
 
 @dataclass
@@ -65,8 +65,8 @@ class FetchReport:
 
 
 @dataclass
-class _Batch:
-    """What the fetching resource hands to the table transformers."""
+class TableBatch:
+    """Arrow tables of a batch of executions (and, last, the run's errors) for `table_resources`."""
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     errors: pa.Table | None = None  # only on the final batch
@@ -79,12 +79,63 @@ def _json_hints(table: str, key_columns: Sequence[str] = ()) -> dict[str, dict[s
     return hints
 
 
-_CHILD_TABLE_HINTS = {
-    # Merging on execution_id deletes all of an execution's previous rows before inserting the
-    # new ones, so steps or params that disappeared upstream disappear here too.
-    "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
-    "merge_key": "execution_id",
+_MERGE = {"disposition": "merge", "strategy": "delete-insert"}
+_TOMBSTONE_HINT = {TOMBSTONE_COLUMN: {"data_type": "bool", "hard_delete": True}}
+
+#: dlt hints of each table. step_outputs and step_params merge on execution_id: loading an
+#: execution deletes all its previous rows before inserting the new ones, so steps or params
+#: that disappeared upstream disappear here too (tombstone rows cover executions with none).
+TABLE_HINTS: dict[str, dict[str, Any]] = {
+    "executions": {
+        "write_disposition": _MERGE,
+        "primary_key": "execution_id",
+        "columns": _json_hints("executions"),
+    },
+    "step_outputs": {
+        "write_disposition": _MERGE,
+        "merge_key": "execution_id",
+        "columns": {**_json_hints("step_outputs", ("execution_id", "step_id")), **_TOMBSTONE_HINT},
+    },
+    "step_params": {
+        "write_disposition": _MERGE,
+        "merge_key": "execution_id",
+        "columns": {
+            **_json_hints("step_params", ("execution_id", "step_id", "param_name")),
+            **_TOMBSTONE_HINT,
+        },
+    },
 }
+
+
+def _pick_table(table: str) -> Callable[[TableBatch], Iterator[pa.Table]]:
+    def pick(batch: TableBatch) -> Iterator[pa.Table]:
+        if table in batch.tables:
+            yield batch.tables[table]
+
+    return pick
+
+
+def _pick_errors(batch: TableBatch) -> Iterator[pa.Table]:
+    if batch.errors is not None:
+        yield batch.errors
+
+
+def table_resources(batches: Any) -> list[Any]:
+    """The table resources fed by a resource of batches: one transformer per table.
+
+    The batches resource is evaluated once and its batches fanned out to every table.
+    """
+    resources = [
+        batches | dlt.transformer(_pick_table(name), name=name, **hints)
+        for name, hints in TABLE_HINTS.items()
+    ]
+    errors = dlt.transformer(
+        _pick_errors,
+        name="fetch_errors",
+        write_disposition="replace",
+        columns={"execution_id": {"nullable": False}},
+    )
+    return [*resources, batches | errors]
 
 
 @dlt.source(name="eachlabs", max_table_nesting=0)
@@ -132,61 +183,13 @@ def eachlabs_source(
     )
 
     @dlt.resource(selected=False)
-    def fetched_batches() -> Iterator[_Batch]:
+    def fetched_batches() -> Iterator[TableBatch]:
         yield from _fetch_batches(
             client, list(execution_ids), concurrency, batch_size,
             rejected_ids or {}, report, on_progress,
         )  # fmt: skip
 
-    @dlt.transformer(
-        name="executions",
-        write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        primary_key="execution_id",
-        columns=_json_hints("executions"),
-    )
-    def executions(batch: _Batch) -> Iterator[pa.Table]:
-        if "executions" in batch.tables:
-            yield batch.tables["executions"]
-
-    @dlt.transformer(
-        name="step_outputs",
-        columns={
-            **_json_hints("step_outputs", ("execution_id", "step_id")),
-            TOMBSTONE_COLUMN: {"data_type": "bool", "hard_delete": True},
-        },
-        **_CHILD_TABLE_HINTS,
-    )
-    def step_outputs(batch: _Batch) -> Iterator[pa.Table]:
-        if "step_outputs" in batch.tables:
-            yield batch.tables["step_outputs"]
-
-    @dlt.transformer(
-        name="step_params",
-        columns={
-            **_json_hints("step_params", ("execution_id", "step_id", "param_name")),
-            TOMBSTONE_COLUMN: {"data_type": "bool", "hard_delete": True},
-        },
-        **_CHILD_TABLE_HINTS,
-    )
-    def step_params(batch: _Batch) -> Iterator[pa.Table]:
-        if "step_params" in batch.tables:
-            yield batch.tables["step_params"]
-
-    @dlt.transformer(
-        name="fetch_errors",
-        write_disposition="replace",
-        columns={"execution_id": {"nullable": False}},
-    )
-    def fetch_errors(batch: _Batch) -> Iterator[pa.Table]:
-        if batch.errors is not None:
-            yield batch.errors
-
-    return (
-        fetched_batches | executions,
-        fetched_batches | step_outputs,
-        fetched_batches | step_params,
-        fetched_batches | fetch_errors,
-    )
+    return table_resources(fetched_batches)
 
 
 def _fetch_batches(
@@ -197,7 +200,7 @@ def _fetch_batches(
     rejected_ids: dict[str, str],
     report: FetchReport,
     on_progress: Callable[[FetchReport], None] | None,
-) -> Iterator[_Batch]:
+) -> Iterator[TableBatch]:
     report.requested = len(execution_ids) + len(rejected_ids)
     report.rejected = len(rejected_ids)
     now = time.time()
@@ -210,7 +213,7 @@ def _fetch_batches(
         for result in client.fetch_many(execution_ids, concurrency):
             _add_result(batch, result, report)
             if len(batch) >= batch_size:
-                yield _Batch(tables=batch.to_arrow())
+                yield TableBatch(tables=batch.to_arrow())
                 batch = ExecutionBatch()
             if on_progress and time.monotonic() - last_progress >= 2.0:
                 on_progress(report)
@@ -221,7 +224,7 @@ def _fetch_batches(
         on_progress(report)
     errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
     # Always send the final tables, even empty, so that dlt creates every table on a first run.
-    yield _Batch(tables=batch.to_arrow(), errors=errors)
+    yield TableBatch(tables=batch.to_arrow(), errors=errors)
 
 
 def _add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) -> None:
