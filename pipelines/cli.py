@@ -8,12 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipelines.eachlabs import FetchReport, settings
 from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError
 from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, check_target, run_load
+from pipelines.views import ViewError
 
 EXIT_OK = 0
 EXIT_FATAL = 1  # bad key, bad settings, bad usage: nothing was loaded
@@ -38,8 +39,16 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad usage exits 1 like every fatal error; 2 means "some IDs failed"."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_FATAL, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="eachlabs-pipeline",
         description="Load Eachlabs workflow executions into DuckDB analytics tables.",
     )
@@ -222,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"authentication failed, nothing was loaded: {exc}")
     except (ConfigError, EachlabsError) as exc:
         _err(str(exc))
+    except ViewError as exc:
+        _err(f"applying the SQL views failed (loaded data is kept): {exc}")
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to finish the load")
         return 130

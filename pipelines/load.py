@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -66,8 +67,12 @@ def pipeline_name_for(db_path: Path, dataset: str) -> str:
 
 def check_target(db_path: Path, dataset: str) -> None:
     """Refuse a DuckDB file whose name collides with the dataset (see DEFAULT_DB_PATH)."""
-    if not dataset.isidentifier():
-        raise ConfigError(f"dataset name {dataset!r} must be a plain identifier, e.g. eachlabs")
+    # dlt would silently rename e.g. `MyData` to `my_data`; we take only names it keeps as is.
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", dataset):
+        raise ConfigError(
+            f"dataset name {dataset!r} must be lowercase letters, digits and '_', not starting "
+            "with a digit (e.g. eachlabs or eachlabs_prod)"
+        )
     catalog = db_path.name.split(".")[0]
     if catalog.lower() == dataset.lower():
         raise ConfigError(
@@ -135,8 +140,9 @@ def run_load(
     if pipeline.has_pending_data:
         # An earlier run was interrupted after fetching: finish loading what it fetched
         # first, so that this run starts from exact tables.
-        _run_pipeline(pipeline, None)
-        summary.resumed_interrupted_load = True
+        # (If nothing was ever loaded into the file, dlt discards the package instead; the IDs
+        # are then simply fetched again.)
+        summary.resumed_interrupted_load = _run_pipeline(pipeline, None) is not None
 
     selection = select_ids(ids)
     summary.duplicates = selection.duplicates
@@ -177,10 +183,10 @@ def run_load(
     return summary
 
 
-def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> None:
+def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
     """Run dlt, surfacing our own errors (e.g. AuthError) from dlt's wrapping exception."""
     try:
-        pipeline.run(source)
+        return pipeline.run(source)
     except PipelineStepFailed as exc:
         cause = _eachlabs_cause(exc)
         if cause is not None:

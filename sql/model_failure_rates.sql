@@ -23,6 +23,8 @@
 --   failure_rate_high    upper bound of that interval; null when finished_steps = 0.
 --   failure_seconds_p50  median time to failure: latency of failed steps with both timestamps
 --                        and no clock skew (percentile_cont 0.50); null when there is none.
+--   skewed_failed_steps  failed steps left out of failure_seconds_p50 because they completed
+--                        before they started (clock skew).
 --   is_low_sample        true when fewer than 30 steps finished: treat the rate as anecdotal.
 
 with
@@ -57,7 +59,8 @@ step_counts as (
         count(*) filter (where status in ('completed', 'failed')) as finished_steps,
         percentile_cont(0.50) within group (
             order by case when status = 'failed' and latency_seconds >= 0 then latency_seconds end
-        ) as failure_seconds_p50
+        ) as failure_seconds_p50,
+        count(*) filter (where status = 'failed' and latency_seconds < 0) as skewed_failed_steps
     from steps
     group by
         step_type,
@@ -112,6 +115,7 @@ final as (
             ) / (step_counts.finished_steps + wilson.z * wilson.z)
         end as failure_rate_high,
         step_counts.failure_seconds_p50,
+        step_counts.skewed_failed_steps,
         step_counts.finished_steps < 30 as is_low_sample
     from step_counts
     cross join wilson
@@ -131,5 +135,6 @@ select
     failure_rate_low,
     failure_rate_high,
     failure_seconds_p50,
+    skewed_failed_steps,
     is_low_sample
 from final

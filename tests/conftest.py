@@ -85,9 +85,10 @@ def workspace(tmp_path: Path) -> Iterator[Workspace]:
         {
             "DLT_DATA_DIR": str(dlt_dir),
             "RUNTIME__DLTHUB_TELEMETRY": "false",
-            # Retries stay fast in tests; the backoff logic itself has unit tests.
+            # Retries stay fast in tests (a Retry-After of up to 2 s is honoured);
+            # tests/test_client.py checks the backoff itself.
             "SOURCES__EACHLABS__BACKOFF_BASE_S": "0.01",
-            "SOURCES__EACHLABS__MAX_RETRY_DELAY_S": "0.05",
+            "SOURCES__EACHLABS__MAX_RETRY_DELAY_S": "2",
         }
     )
     yield Workspace(root=root, db_path=root / "test.duckdb", dlt_dir=dlt_dir, env=env)

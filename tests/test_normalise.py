@@ -86,6 +86,8 @@ def test_documented_example_execution_row() -> None:
         ("2025-12-04t11:48:10z", utc(2025, 12, 4, 11, 48, 10)),
         ("2025-12-04T11:48:10", utc(2025, 12, 4, 11, 48, 10)),  # no offset: taken as UTC
         ("2026-01-01T02:30:00+03:00", utc(2025, 12, 31, 23, 30)),  # crosses a UTC day
+        ("2016-12-31T23:59:60Z", utc(2017, 1, 1)),  # a leap second, as RFC 3339 allows
+        ("2016-12-31T23:59:60.5Z", utc(2017, 1, 1, 0, 0, 0, 500000)),
     ],
 )
 def test_timestamps_become_utc(text: str, expected: datetime) -> None:
@@ -316,3 +318,40 @@ def test_tables_have_the_declared_schemas() -> None:
 )  # fmt: skip
 def test_json_type_names(value: Any, name: str) -> None:
     assert json_type(value) == name
+
+
+def test_minimal_execution_with_only_required_fields() -> None:
+    payload = {"execution_id": "e", "workflow_id": "w", "status": "cancelled"}
+    [row] = rows([payload], "executions")
+    assert {k: v for k, v in row.items() if v is not None} == {
+        "execution_id": "e",
+        "workflow_id": "w",
+        "status": "cancelled",
+        "step_count": 0,
+        "fetched_at": FETCHED_AT,
+    }
+
+
+@pytest.mark.parametrize(
+    ("metadata", "step_type", "model"),
+    [
+        ({}, None, None),
+        ({"model": ""}, None, None),
+        ({"model": "", "type": "http"}, "http", None),
+        ({"model": 7}, None, None),
+        ({"type": "python", "model": None}, "python", None),
+        ({"model": "veo-3", "type": "http"}, "model", "veo-3"),
+    ],
+)
+def test_step_type_rule(metadata: dict[str, Any], step_type: str | None, model: str | None) -> None:
+    [row] = rows([execution(step_outputs={"s": step("s", metadata=metadata)})], "step_outputs")
+    assert (row["step_type"], row["model"]) == (step_type, model)
+
+
+def test_http_step_params_become_rows() -> None:
+    metadata = {"type": "http", "method": "GET", "params": {"q": "café", "page": 2}}
+    payload = execution(step_outputs={"h": step("h", metadata=metadata)})
+    assert [
+        (p["step_id"], p["param_name"], p["param_value"], p["param_type"])
+        for p in rows([payload], "step_params")
+    ] == [("h", "q", '"café"', "string"), ("h", "page", "2", "integer")]

@@ -902,3 +902,17 @@ def test_documented_example_queries_run(scenario_db: Path) -> None:
     for body in documented_views(text).values():
         for example in re.findall(r"```sql\n(.*?)```", body, re.S):
             query(scenario_db, example)  # raises if the example drifted from the view
+
+
+def test_skewed_failures_are_counted_not_timed(load_payloads: Callable[..., Path]) -> None:
+    payloads = [
+        execution(
+            f"skew-{n}",
+            [step("s1", "failed", model="m-skew", **timed("2025-12-04T10:00:00Z", seconds))],
+            status="failed",
+        )
+        for n, seconds in enumerate([4.0, -2.0, 8.0])
+    ]
+    db = load_payloads(payloads)
+    row = one_row(db, "model_failure_rates", step_type="model", model="m-skew")
+    assert_row(row, dict(failed_steps=3, failure_seconds_p50=6.0, skewed_failed_steps=1))

@@ -10,6 +10,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from pipelines.eachlabs import settings
 from pipelines.eachlabs.errors import (
     AuthError,
+    ConfigError,
     FetchError,
     NotFoundError,
     PayloadError,
@@ -31,6 +33,9 @@ from pipelines.eachlabs.errors import (
 from pipelines.eachlabs.ids import validate_execution_id
 
 logger = logging.getLogger(__name__)
+
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII, as an HTTP header value needs
+_BASE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 _NETWORK_ERRORS = (
     requests.ConnectionError,
@@ -72,7 +77,22 @@ class EachlabsClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not api_key:
-            raise AuthError("no API key given")
+            raise ConfigError(
+                "the API key is empty: set SOURCES__EACHLABS__API_KEY or api_key under "
+                "[sources.eachlabs] in .dlt/secrets.toml"
+            )
+        if not _HEADER_SAFE.fullmatch(api_key):
+            # Never echo the key: say what is wrong with it, not what it is.
+            raise ConfigError(
+                "the API key contains spaces, line breaks or other characters an HTTP header "
+                "cannot carry; check SOURCES__EACHLABS__API_KEY / .dlt/secrets.toml for stray "
+                "whitespace or quotes"
+            )
+        if not _BASE_URL.fullmatch(base_url):
+            raise ConfigError(
+                f"base_url {base_url[:100]!r} is not an http(s) URL such as "
+                f"{settings.DEFAULT_BASE_URL}; fix --base-url or SOURCES__EACHLABS__BASE_URL"
+            )
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.long_poll_timeout_s = long_poll_timeout_s
@@ -116,11 +136,12 @@ class EachlabsClient:
             The decoded `ExecutionDetails` object and the number of attempts it took.
 
         Raises:
-            AuthError: 401/403, the key is wrong (never retried).
+            AuthError: 401, the key is wrong (never retried).
             NotFoundError: 404.
             TransientError: 429/5xx/network errors that outlived `max_attempts`.
             PayloadError: a 200 whose body is not a JSON object for this execution.
-            FetchError: any other client error (e.g. 400).
+            FetchError: any other client error (e.g. 400, 403), never retried.
+            ConfigError: the request could not even be built (bad base_url).
         """
         validate_execution_id(execution_id)
         url = f"{self.base_url}/executions/{execution_id}"
@@ -134,6 +155,13 @@ class EachlabsClient:
                 body = response.content
             except _NETWORK_ERRORS as exc:
                 last_status, last_problem = None, f"{type(exc).__name__}: {_short(exc)}"
+            except requests.RequestException as exc:
+                # Invalid URL and the like: a setting is wrong, no retry will help. The
+                # message names the exception type only, as its text may quote headers.
+                raise ConfigError(
+                    f"cannot send a request to {self.base_url!r} ({type(exc).__name__}); "
+                    "check base_url"
+                ) from None
             else:
                 status = response.status_code
                 last_status = status
@@ -143,9 +171,9 @@ class EachlabsClient:
                     except PayloadError as exc:
                         # A truncated body is usually a broken connection: worth another try.
                         last_problem = str(exc)
-                elif status in (401, 403):
+                elif status == 401:
                     raise AuthError(
-                        f"the API answered {status} ({_error_text(body)}): the API key was "
+                        f"the API answered 401 ({_error_text(body)}): the API key was "
                         "refused. Set a valid key in SOURCES__EACHLABS__API_KEY or "
                         "[sources.eachlabs] api_key in .dlt/secrets.toml"
                     )
@@ -156,8 +184,15 @@ class EachlabsClient:
                 elif status in settings.RETRY_STATUSES:
                     last_problem = f"HTTP {status}: {_error_text(body)}"
                     retry_after = _retry_after_s(response.headers.get("Retry-After"))
+                    if retry_after is not None and retry_after > self.max_retry_delay_s:
+                        raise TransientError(
+                            f"{last_problem}; the API asked to wait {retry_after:.0f} s, more "
+                            f"than max_retry_delay_s={self.max_retry_delay_s:g}",
+                            http_status=status,
+                            attempts=attempt,
+                        )
                     if retry_after is not None:
-                        delay = min(retry_after, self.max_retry_delay_s)
+                        delay = retry_after
                 else:
                     raise FetchError(
                         f"HTTP {status}: {_error_text(body)}", http_status=status, attempts=attempt

@@ -8,6 +8,7 @@ are kept as lossless JSON text; timestamps become UTC microseconds.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from pipelines.eachlabs.errors import PayloadError
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
+_LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(?=[.Z+-]|$)")
 
 KNOWN_EXECUTION_FIELDS = frozenset(
     {
@@ -163,10 +165,16 @@ def parse_timestamp_us(value: Any, what: str) -> int | None:
         return None
     if not isinstance(value, str):
         raise PayloadError(f"{what} is not a timestamp string: {value!r}", 200, 1)
+    text = value.upper()
+    leap_second = _LEAP_SECOND.search(text)
+    if leap_second:  # RFC 3339 allows :60; Python does not. Count it as the next second.
+        text = text[: leap_second.start()] + ":59" + text[leap_second.end() :]
     try:
-        parsed = datetime.fromisoformat(value.upper())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise PayloadError(f"{what} is not an RFC 3339 timestamp: {value[:60]!r}", 200, 1) from None
+    if leap_second:
+        parsed += timedelta(seconds=1)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return (parsed - _EPOCH) // _MICROSECOND
@@ -272,7 +280,7 @@ def _step_to_rows(
     if not isinstance(metadata, dict):
         raise PayloadError(f"{where} metadata must be an object", 200, 1)
     model = metadata.get("model")
-    step_type = "model" if model else metadata.get("type")
+    step_type = "model" if isinstance(model, str) and model else metadata.get("type")
     started_us = parse_timestamp_us(step.get("started_at"), f"{where} started_at")
     completed_us = parse_timestamp_us(step.get("completed_at"), f"{where} completed_at")
     latency = None
@@ -303,7 +311,7 @@ def _step_to_rows(
         "step_position": position,
         "status": _optional_str(step.get("status"), f"{where} status"),
         "step_type": step_type if isinstance(step_type, str) else None,
-        "model": text("model"),
+        "model": text("model") or None,
         "model_version": text("version"),
         "started_at": started_us,
         "completed_at": completed_us,
