@@ -157,11 +157,12 @@ def _print_progress(report: FetchReport) -> None:
 
 def _print_summary(summary: LoadSummary) -> None:
     print(summary.describe())
-    for row in summary.errors[:10]:
+    errors = summary.fetch.errors
+    for row in errors[:10]:
         status = row["http_status"] if row["http_status"] is not None else "-"
         print(f"  {row['execution_id']}: [{status}] {row['error']}", file=sys.stderr)
-    if len(summary.errors) > 10:
-        print(f"  ... and {len(summary.errors) - 10} more in fetch_errors", file=sys.stderr)
+    if len(errors) > 10:
+        print(f"  ... and {len(errors) - 10} more in fetch_errors", file=sys.stderr)
 
 
 def _cmd_load(args: argparse.Namespace) -> int:

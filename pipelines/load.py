@@ -29,29 +29,29 @@ DEFAULT_DATASET = "eachlabs"
 class LoadSummary:
     """What a run did, for the final summary line and the exit code."""
 
-    requested: int = 0
+    fetch: FetchReport = field(default_factory=FetchReport)
     duplicates: int = 0
     skipped_final: int = 0
-    loaded: int = 0
-    not_found: int = 0
-    failed: int = 0
-    rejected: int = 0
     elapsed_s: float = 0.0
     resumed_interrupted_load: bool = False
     views: list[str] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def requested(self) -> int:
+        return self.fetch.requested + self.skipped_final
 
     @property
     def exit_code(self) -> int:
         """0 when everything was loaded or is known not to exist, 2 when some IDs failed."""
-        return 2 if self.failed or self.rejected else 0
+        return 2 if self.fetch.failed or self.fetch.rejected else 0
 
     def describe(self) -> str:
+        fetch = self.fetch
         resumed = "finished an interrupted earlier load; " if self.resumed_interrupted_load else ""
         return resumed + (
-            f"requested {self.requested}, loaded {self.loaded}, "
-            f"skipped as already final {self.skipped_final}, not found {self.not_found}, "
-            f"failed {self.failed}, rejected {self.rejected} in {self.elapsed_s:.1f}s"
+            f"requested {self.requested}, loaded {fetch.loaded}, "
+            f"skipped as already final {self.skipped_final}, not found {fetch.not_found}, "
+            f"failed {fetch.failed}, rejected {fetch.rejected} in {self.elapsed_s:.1f}s"
         )
 
 
@@ -150,12 +150,11 @@ def run_load(
     to_fetch = [i for i in selection.valid if i not in skip]
     summary.skipped_final = len(selection.valid) - len(to_fetch)
 
-    report = FetchReport()
     try:
         source = eachlabs_source(
             execution_ids=to_fetch,
             rejected_ids=selection.rejected,
-            report=report,
+            report=summary.fetch,
             on_progress=on_progress,
             **(source_options or {}),
         )
@@ -173,12 +172,6 @@ def run_load(
     with duckdb.connect(str(db_path)) as connection:
         summary.views = apply_views(connection, dataset)
 
-    summary.requested = report.requested + summary.skipped_final
-    summary.loaded = report.loaded
-    summary.not_found = report.not_found
-    summary.failed = report.failed
-    summary.rejected = report.rejected
-    summary.errors = report.errors
     summary.elapsed_s = time.monotonic() - started
     return summary
 

@@ -551,7 +551,7 @@ def test_rate_limit_every_nth_request_answers_429_with_retry_after(
 
 
 def test_token_bucket_rate_limit(simulator_factory: MakeSimulator) -> None:
-    sim = simulator_factory(faults=FaultConfig(rate_limit_per_s=1, rate_limit_burst=1))
+    sim = simulator_factory(faults=FaultConfig(rate_limit_per_s=0.2, rate_limit_burst=1))
     statuses = []
     for _ in range(4):
         response = get(sim, f"/executions/{sim.execution_ids[0]}", timeout=1)
