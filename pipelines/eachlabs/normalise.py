@@ -127,9 +127,12 @@ JSON_COLUMNS = {
 }
 
 
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
 def to_json(value: Any) -> str:
     """Compact JSON text that round-trips the value exactly (big ints, floats, Unicode)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODE_JSON(value)
 
 
 def _json_or_null(value: Any) -> str | None:
