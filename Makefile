@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs_data.duckdb
+	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs_demo.duckdb
 
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
@@ -35,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/load_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs_data.duckdb eachlabs_data.duckdb.wal
+	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs_demo.duckdb eachlabs_demo.duckdb.wal

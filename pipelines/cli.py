@@ -10,11 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dlt.pipeline.exceptions import PipelineStepFailed
+
 from pipelines.eachlabs import FetchReport, settings
 from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError
 from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, check_target, run_load
 from pipelines.views import ViewError
+
+#: The demo's own file, so that simulated data never mixes into a real load's file.
+DEMO_DB_PATH = Path("eachlabs_demo.duckdb")
 
 EXIT_OK = 0
 EXIT_FATAL = 1  # bad key, bad settings, bad usage: nothing was loaded
@@ -25,11 +30,13 @@ def _err(message: str) -> None:
     print(f"eachlabs-pipeline: {message}", file=sys.stderr)
 
 
-def _add_target_options(parser: argparse.ArgumentParser) -> None:
+def _add_target_options(
+    parser: argparse.ArgumentParser, default_db: Path = DEFAULT_DB_PATH
+) -> None:
     parser.add_argument(
         "--db",
         type=Path,
-        default=DEFAULT_DB_PATH,
+        default=default_db,
         help="DuckDB file to load into (created if missing; default: %(default)s)",
     )
     parser.add_argument(
@@ -110,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             "executions into a DuckDB file, apply the views and print a model performance table."
         ),
     )
-    _add_target_options(demo)
+    _add_target_options(demo, default_db=DEMO_DB_PATH)
     demo.add_argument(
         "--executions",
         type=int,
@@ -126,17 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _decode_lines(data: bytes, name: str) -> list[str]:
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{name} is not UTF-8 text (line {line}); save it as UTF-8") from None
+
+
 def _read_ids(args: argparse.Namespace) -> list[str]:
     ids = list(args.ids)
     if args.ids_file == "-":
-        ids.extend(parse_id_lines(sys.stdin))
+        ids.extend(parse_id_lines(_decode_lines(sys.stdin.buffer.read(), "stdin")))
     elif args.ids_file:
         path = Path(args.ids_file)
         try:
-            with path.open(encoding="utf-8") as handle:
-                ids.extend(parse_id_lines(handle))
+            data = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read --ids-file {path}: {exc.strerror}") from None
+        ids.extend(parse_id_lines(_decode_lines(data, f"--ids-file {path}")))
     elif not ids:
         raise ConfigError("no execution IDs given: pass IDs as arguments or use --ids-file PATH")
     return ids
@@ -215,6 +230,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     _print_summary(summary)
     print(f"\nModel performance (views in schema {args.dataset} of {args.db}):")
     print(model_performance_table(args.db, args.dataset))
+    print(
+        "step_type '-': steps without metadata. Failure % is failed / (completed + failed), "
+        "with its 95% Wilson interval (low..high)."
+    )
     return summary.exit_code
 
 
@@ -234,6 +253,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(exc))
     except ViewError as exc:
         _err(f"applying the SQL views failed (loaded data is kept): {exc}")
+    except PipelineStepFailed as exc:
+        if args.verbose:
+            raise
+        step = getattr(exc, "step", "?")
+        cause = exc.__cause__ or exc
+        _err(
+            f"dlt failed in its {step} step: {type(cause).__name__}: "
+            f"{str(cause).splitlines()[0] if str(cause) else ''}. Run again with -v for details; "
+            "a load interrupted after fetching is finished by the next run"
+        )
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to finish the load")
         return 130

@@ -82,6 +82,21 @@ def check_target(db_path: Path, dataset: str) -> None:
         )
 
 
+def open_target(db_path: Path) -> None:
+    """Fail early, with a clear message, when the DuckDB file cannot be opened for writing."""
+    if not db_path.parent.is_dir():
+        raise ConfigError(f"cannot create {db_path}: the folder {db_path.parent} does not exist")
+    if db_path.is_dir():
+        raise ConfigError(f"--db {db_path} is a folder, not a DuckDB file")
+    try:
+        duckdb.connect(str(db_path)).close()
+    except duckdb.Error as exc:
+        raise ConfigError(
+            f"cannot open the DuckDB file {db_path}: {str(exc).splitlines()[0]}. DuckDB allows "
+            "one writer at a time: close other programs using it (or wait for another load)"
+        ) from None
+
+
 def stored_final_ids(db_path: Path, dataset: str) -> set[str]:
     """IDs already stored with a terminal status and not failing in the latest run."""
     if not db_path.exists():
@@ -130,6 +145,7 @@ def run_load(
     from pipelines.views import apply_views
 
     check_target(db_path, dataset)
+    open_target(db_path)
     started = time.monotonic()
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name_for(db_path, dataset),
@@ -181,18 +197,18 @@ def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
     try:
         return pipeline.run(source)
     except PipelineStepFailed as exc:
-        cause = _eachlabs_cause(exc)
+        cause = _own_cause(exc)
         if cause is not None:
             raise cause from None
         raise
 
 
-def _eachlabs_cause(exc: BaseException) -> EachlabsError | None:
-    """The EachlabsError behind dlt's wrapping exceptions, if any."""
+def _own_cause(exc: BaseException) -> EachlabsError | KeyboardInterrupt | None:
+    """Our own error (or Ctrl-C) behind dlt's wrapping exceptions, if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, EachlabsError):
+        if isinstance(current, EachlabsError | KeyboardInterrupt):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__

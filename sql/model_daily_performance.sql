@@ -15,7 +15,8 @@
 --   total_steps        all steps of the day, any status.
 --   completed_steps    steps with status completed.
 --   failed_steps       steps with status failed.
---   cancelled_steps    steps skipped because an earlier step failed (never ran).
+--   cancelled_steps    steps that never ran (an earlier step failed, or the execution
+--                      was cancelled).
 --   in_flight_steps    steps still queued or running.
 --   finished_steps     completed_steps + failed_steps: the denominator of failure_rate.
 --   failure_rate       failed_steps / finished_steps; null when finished_steps = 0.

@@ -5,8 +5,8 @@
 -- metadata form the (null, null) row.
 --
 -- The failure rate only counts steps that finished by themselves: completed or failed.
--- Cancelled steps (skipped because an earlier step failed; they never ran) are not failures
--- of their model, and in-flight steps (queued / running) have no outcome yet.
+-- Cancelled steps (never ran: an earlier step failed or the execution was cancelled) are not
+-- failures of their model, and in-flight steps (queued / running) have no outcome yet.
 --
 -- Columns:
 --   step_type            'model', 'http', 'python' or null (no metadata).
@@ -14,7 +14,8 @@
 --   total_steps          all steps, any status.
 --   completed_steps      steps with status completed.
 --   failed_steps         steps with status failed.
---   cancelled_steps      steps skipped because an earlier step failed (never ran).
+--   cancelled_steps      steps that never ran (an earlier step failed, or the execution
+--                        was cancelled).
 --   in_flight_steps      steps still queued or running.
 --   finished_steps       completed_steps + failed_steps: the denominator of failure_rate.
 --   failure_rate         failed_steps / finished_steps; null when finished_steps = 0.

@@ -9,7 +9,8 @@
 --   workflow_id           the execution's workflow.
 --   step_position         0-based position of the step within the execution.
 --   status                step status: queued / running / completed / failed / cancelled
---                         (cancelled = skipped because an earlier step failed; it never ran).
+--                         (cancelled = never ran: an earlier step failed or the execution
+--                         was cancelled).
 --   step_type             'model' for model steps, 'http' / 'python' for the other step kinds,
 --                         null when the step carried no metadata.
 --   model                 model identifier; null for non-model steps.

@@ -48,7 +48,7 @@ def test_transient_statuses_are_retried_with_backoff_and_retry_after(serve) -> N
     assert (payload["execution_id"], attempts) == ("a", 4)
     first, second, third = sleeps
     assert 0.2 <= first <= 0.4  # attempt 1: base, with jitter between half and all of it
-    assert second == 2.0  # the 429's Retry-After wins over the backoff
+    assert 2.0 <= second <= 2.2  # the 429's Retry-After wins, plus up to 10% jitter
     assert 0.8 <= third <= 1.6  # attempt 3: base * 2^2
     assert [r.status for r in simulator.request_log] == [503, 429, 502, 200]
 
@@ -125,11 +125,41 @@ def test_fetch_many_stops_at_once_on_a_bad_key(simulator_factory) -> None:
 
 
 def test_fetch_many_returns_every_id_once(serve) -> None:
-    simulator = serve(fail_ids={"b": [404]})
+    simulator = serve(fail_ids={"b": [503]})
     results = {r.execution_id: r for r in client_for(simulator).fetch_many(["a", "b", "c", "x"])}
     assert sorted(results) == ["a", "b", "c", "x"]
     assert results["a"].payload == execution("a") and results["a"].error is None
+    assert (results["b"].payload, results["b"].attempts) == (execution("b"), 2)
     assert isinstance(results["x"].error, NotFoundError)
+
+
+def test_a_404_that_is_not_the_apis_means_a_wrong_base_url(serve) -> None:
+    simulator = serve()
+    wrong = EachlabsClient(simulator.base_url.removesuffix("/v1"), simulator.api_key)
+    with pytest.raises(ConfigError, match="check base_url"):
+        wrong.fetch_execution("a")
+
+
+def test_unreachable_server_stops_the_run_early() -> None:
+    client = EachlabsClient(
+        "http://127.0.0.1:9/api/v1", "key", max_attempts=2, sleep=lambda _s: None
+    )
+    seen = []
+    with pytest.raises(ConfigError, match="cannot reach http://127.0.0.1:9/api/v1"):
+        for result in client.fetch_many([f"id-{n}" for n in range(500)], concurrency=4):
+            seen.append(result)
+    assert len(seen) == 3  # the 4th failure in a row, with no answer ever, ends the run
+
+
+def test_abandoning_fetch_many_ends_sleeping_retries_at_once(serve) -> None:
+    simulator = serve(fail_ids={"a": [429], "b": [429]}, retry_after_s=20)
+    client = EachlabsClient(simulator.base_url, simulator.api_key, max_retry_delay_s=60)
+    started = time.monotonic()
+    results = client.fetch_many(["c", "a", "b"], concurrency=3)
+    next(results)  # "c" answers; "a" and "b" now sleep 20 s on their Retry-After
+    results.close()
+    client.close()
+    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +16,13 @@ import pytest
 from pipelines.eachlabs import eachlabs_source
 from pipelines.load import pipeline_name_for
 from pipelines.simulator import FaultConfig
+
+
+def _cli() -> str:
+    from conftest import _cli_path
+
+    return _cli_path()
+
 
 KEY_TABLES = ("executions", "step_outputs", "step_params", "fetch_errors")
 
@@ -495,3 +506,71 @@ def test_interrupted_load_is_finished_by_the_next_run(
     assert workspace.query(
         "select execution_id, param_name from eachlabs.step_params order by 1"
     ) == [("early", "x"), ("first", "x"), ("late", "x")]
+
+
+def test_one_unreadable_execution_does_not_block_the_others(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("good", {"a": model_step("a", "m")}))
+    poison = execution("poison", {"a": model_step("a", "m")}, status="failed")
+    poison["error_cause"] = "emoji cut in half \ud83d"
+    simulator.put_execution(poison)
+    result = workspace.load(simulator, "good", "poison")
+    assert result.returncode == 2, result.stderr
+    assert workspace.query("select execution_id from eachlabs.executions") == [("good",)]
+    [(execution_id, status, error)] = workspace.query(
+        "select execution_id, http_status, error from eachlabs.fetch_errors"
+    )
+    assert (execution_id, status) == ("poison", 200)
+    assert "executions.error_cause holds text that is not valid Unicode" in error
+
+
+def test_ids_file_that_is_not_utf8_is_a_clear_error(workspace) -> None:
+    ids_file = workspace.root / "ids.txt"
+    ids_file.write_bytes(b"abc\n\xff\xfe-bad\n")
+    result = workspace.run("load", "--ids-file", str(ids_file), "--db", str(workspace.db_path))
+    assert result.returncode == 1
+    assert "is not UTF-8 text (line 2)" in result.stderr
+
+
+@pytest.mark.parametrize("problem", ["missing-folder", "locked"])
+def test_unusable_database_file_is_a_clear_error(workspace, problem: str) -> None:
+    db_path = workspace.root / "nowhere" / "x.duckdb"
+    holder = None
+    if problem == "locked":
+        db_path = workspace.db_path
+        holder = subprocess.Popen(
+            [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db_path)!r});"
+             " print('ready', flush=True); time.sleep(60)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert holder.stdout.readline().strip() == "ready"
+    try:
+        result = workspace.run(
+            "load", "x", "--db", str(db_path), env={"SOURCES__EACHLABS__API_KEY": "k"}
+        )
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
+    assert result.returncode == 1
+    expected = "does not exist" if problem == "missing-folder" else "one writer at a time"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_stops_quickly_with_exit_130(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=300, seed=4, faults=FaultConfig(latency_ms=200))
+    process = subprocess.Popen(
+        [_cli(), "load", *simulator.execution_ids, "--db", str(workspace.db_path),
+         "--base-url", simulator.base_url, "--concurrency", "2"],
+        cwd=workspace.root, env={**workspace.env, "SOURCES__EACHLABS__API_KEY": simulator.api_key},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while len(simulator.request_log) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted; run the same command again" in stderr
+    assert "Traceback" not in stderr

@@ -355,3 +355,30 @@ def test_http_step_params_become_rows() -> None:
         (p["step_id"], p["param_name"], p["param_value"], p["param_type"])
         for p in rows([payload], "step_params")
     ] == [("h", "q", '"café"', "string"), ("h", "page", "2", "integer")]
+
+
+def test_lone_surrogate_in_json_values_is_kept_as_an_escape() -> None:
+    cut_emoji = "smile \ud83d"
+    payload = execution(
+        step_outputs={
+            "s": step("s", output=cut_emoji, metadata={"model": "m", "params": {"p": cut_emoji}})
+        }
+    )
+    tables = payloads_to_tables([payload], FETCHED_AT)
+    [step_row] = tables["step_outputs"].to_pylist()
+    [param] = tables["step_params"].to_pylist()
+    assert step_row["output"] == '"smile \\ud83d"'
+    assert json.loads(param["param_value"]) == cut_emoji
+
+
+def test_lone_surrogate_in_plain_text_is_a_payload_error() -> None:
+    payload = execution(status="failed", error="Boom", error_cause="cut \ud83d")
+    with pytest.raises(PayloadError, match=r"executions.error_cause holds text that is not valid"):
+        payloads_to_tables([payload], FETCHED_AT)
+
+
+def test_number_beyond_double_range_is_kept_in_metadata_extra() -> None:
+    metadata = {"type": "http", "elapsed_seconds": 10**400}
+    [row] = rows([execution(step_outputs={"s": step("s", metadata=metadata)})], "step_outputs")
+    assert row["elapsed_seconds"] is None
+    assert json.loads(row["metadata_extra"]) == {"elapsed_seconds": 10**400}

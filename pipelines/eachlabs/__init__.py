@@ -170,6 +170,15 @@ def eachlabs_source(
         raise ValueError(f"concurrency must be between 1 and {settings.MAX_CONCURRENCY}")
     if not 1 <= long_poll_timeout_s <= 30:
         raise ValueError("long_poll_timeout_s must be between 1 and 30 (the API's limits)")
+    if request_timeout_s < long_poll_timeout_s + 5:
+        raise ValueError(
+            f"request_timeout_s ({request_timeout_s:g}) must be at least long_poll_timeout_s "
+            f"+ 5 ({long_poll_timeout_s + 5}): the API may hold a request that long"
+        )
+    if max_attempts < 1 or batch_size < 1:
+        raise ValueError("max_attempts and batch_size must be at least 1")
+    if backoff_base_s < 0 or max_retry_delay_s < 0:
+        raise ValueError("backoff_base_s and max_retry_delay_s must not be negative")
     report = report if report is not None else FetchReport()
     client = EachlabsClient(
         base_url,
@@ -209,6 +218,7 @@ def _fetch_batches(
 
     batch = ExecutionBatch()
     last_progress = time.monotonic()
+    has_shown_progress = False
     try:
         for result in client.fetch_many(execution_ids, concurrency):
             _add_result(batch, result, report)
@@ -218,9 +228,10 @@ def _fetch_batches(
             if on_progress and time.monotonic() - last_progress >= 2.0:
                 on_progress(report)
                 last_progress = time.monotonic()
+                has_shown_progress = True
     finally:
         client.close()
-    if on_progress:
+    if on_progress and has_shown_progress:  # a long run ends on its 100% line
         on_progress(report)
     errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
     # Always send the final tables, even empty, so that dlt creates every table on a first run.
@@ -250,9 +261,10 @@ def _error_row(
     execution_id: str, http_status: int | None, error: str, attempts: int, at: float
 ) -> dict[str, Any]:
     return {
-        "execution_id": execution_id,
+        # Rejected IDs come from the user and may hold undecodable bytes: keep them visible.
+        "execution_id": execution_id.encode("utf-8", "backslashreplace").decode("utf-8"),
         "http_status": http_status,
-        "error": error,
+        "error": error.encode("utf-8", "backslashreplace").decode("utf-8"),
         "attempts": attempts,
         "last_attempt_at": int(at * 1_000_000),
     }

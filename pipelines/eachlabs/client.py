@@ -101,6 +101,7 @@ class EachlabsClient:
         self.backoff_base_s = backoff_base_s
         self.max_retry_delay_s = max_retry_delay_s
         self._sleep = sleep
+        self._stop = threading.Event()  # set when fetch_many is abandoned: retries end early
         self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -149,6 +150,8 @@ class EachlabsClient:
         last_problem = ""
         last_status: int | None = None
         for attempt in range(1, self.max_attempts + 1):
+            if self._stop.is_set():
+                raise TransientError("stopped before it finished", last_status, attempt - 1)
             delay = self._backoff_s(attempt)
             try:
                 response = self._session().get(url, params=params, timeout=self.request_timeout_s)
@@ -178,9 +181,16 @@ class EachlabsClient:
                         "[sources.eachlabs] api_key in .dlt/secrets.toml"
                     )
                 elif status == 404:
-                    raise NotFoundError(
-                        f"not found: {_error_text(body)}", http_status=404, attempts=attempt
-                    )
+                    message = _error_text(body)
+                    if "execution" not in message.lower():
+                        # The API says "execution not found"; any other 404 means the URL
+                        # is wrong, and would otherwise pass silently as "not found".
+                        raise ConfigError(
+                            f"{self.base_url}/executions/... answered 404 ({message[:100]}), "
+                            "not the API's 'execution not found': check base_url "
+                            f"(e.g. {settings.DEFAULT_BASE_URL})"
+                        )
+                    raise NotFoundError(f"not found: {message}", http_status=404, attempts=attempt)
                 elif status in settings.RETRY_STATUSES:
                     last_problem = f"HTTP {status}: {_error_text(body)}"
                     retry_after = _retry_after_s(response.headers.get("Retry-After"))
@@ -192,7 +202,9 @@ class EachlabsClient:
                             attempts=attempt,
                         )
                     if retry_after is not None:
-                        delay = retry_after
+                        # At least what was asked, plus a little jitter so that workers
+                        # told the same Retry-After do not all come back at once.
+                        delay = retry_after * (1 + random.random() * 0.1)
                 else:
                     raise FetchError(
                         f"HTTP {status}: {_error_text(body)}", http_status=status, attempts=attempt
@@ -205,13 +217,19 @@ class EachlabsClient:
                     last_problem,
                     delay,
                 )
-                self._sleep(delay)
+                self._wait(delay)
         error_type = PayloadError if last_status == 200 else TransientError
         raise error_type(
             f"gave up after {self.max_attempts} attempts: {last_problem}",
             http_status=last_status,
             attempts=self.max_attempts,
         )
+
+    def _wait(self, seconds: float) -> None:
+        if self._sleep is time.sleep:
+            self._stop.wait(seconds)  # wakes at once when the run is abandoned
+        else:
+            self._sleep(seconds)
 
     def _backoff_s(self, attempt: int) -> float:
         """Exponential backoff with jitter: base * 2^(attempt-1), between half and all of it."""
@@ -226,29 +244,43 @@ class EachlabsClient:
         """Fetch executions concurrently, yielding results as they finish (not in input order).
 
         At most `concurrency` requests are in flight and about twice that many IDs are queued,
-        so memory stays flat however many IDs there are. An AuthError stops everything at once.
+        so memory stays flat however many IDs there are. An AuthError or ConfigError stops
+        everything at once, and so does a server that cannot be reached at all: when the first
+        `concurrency` results are all connection failures, ConfigError says so rather than
+        spending every ID's retries on it.
         """
         concurrency = max(1, concurrency)
         id_iter = iter(execution_ids)
-        with ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="eachlabs-fetch"
-        ) as pool:
-            pending: set[Future[FetchResult]] = set()
-            try:
-                while True:
-                    while len(pending) < concurrency * 2:
-                        execution_id = next(id_iter, None)
-                        if execution_id is None:
-                            break
-                        pending.add(pool.submit(self._fetch_result, execution_id))
-                    if not pending:
-                        return
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        yield future.result()
-            finally:
-                for future in pending:
-                    future.cancel()
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eachlabs-fetch")
+        pending: set[Future[FetchResult]] = set()
+        unreachable_streak = 0
+        has_reached_server = False
+        self._stop.clear()
+        try:
+            while True:
+                while len(pending) < concurrency * 2:
+                    execution_id = next(id_iter, None)
+                    if execution_id is None:
+                        break
+                    pending.add(pool.submit(self._fetch_result, execution_id))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    if not _is_unreachable(result):
+                        has_reached_server = True  # from now on, failures are per ID
+                    elif not has_reached_server:
+                        unreachable_streak += 1
+                        if unreachable_streak >= concurrency:
+                            raise ConfigError(
+                                f"cannot reach {self.base_url}: {result.error}. Check base_url "
+                                "and the network; nothing was loaded"
+                            )
+                    yield result
+        finally:
+            self._stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _fetch_result(self, execution_id: str) -> FetchResult:
         try:
@@ -258,6 +290,11 @@ class EachlabsClient:
             raise
         except FetchError as exc:
             return FetchResult(execution_id, None, exc, exc.attempts, time.time())
+
+
+def _is_unreachable(result: FetchResult) -> bool:
+    """Every try ended without an HTTP answer (refused, unknown host, dropped, timed out)."""
+    return isinstance(result.error, TransientError) and result.error.http_status is None
 
 
 def _decode_execution(body: bytes, execution_id: str) -> dict[str, Any]:

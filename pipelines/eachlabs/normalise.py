@@ -128,11 +128,22 @@ JSON_COLUMNS = {
 
 
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODE_JSON_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON text that round-trips the value exactly (big ints, floats, Unicode)."""
-    return _ENCODE_JSON(value)
+    """Compact JSON text that round-trips the value exactly (big ints, floats, Unicode).
+
+    A string with a lone surrogate (e.g. an emoji cut in half) cannot be stored as UTF-8;
+    JSON can still carry it exactly as a `\\udXXX` escape, so such values are escaped.
+    """
+    text = _ENCODE_JSON(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _ENCODE_JSON_ASCII(value)
+    return text
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -192,7 +203,10 @@ def _optional_str(value: Any, what: str) -> str | None:
 def _number_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any double; kept in metadata_extra instead
+        return None
 
 
 def _extra_fields(mapping: Mapping[str, Any], known: frozenset[str]) -> str | None:
@@ -272,7 +286,34 @@ def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> Executi
         step_row, step_params = _step_to_rows(execution_id, step_id, position, step)
         steps.append(step_row)
         params.extend(step_params)
-    return ExecutionRows(execution, steps, params)
+    rows = ExecutionRows(execution, steps, params)
+    _check_text_is_storable(rows)
+    return rows
+
+
+def _check_text_is_storable(rows: ExecutionRows) -> None:
+    """Raise PayloadError for text that UTF-8 cannot hold (a lone surrogate), naming where.
+
+    Checked per execution so that one bad execution is reported alone instead of failing
+    the conversion of its whole batch.
+    """
+    for table, table_rows in (
+        ("executions", [rows.execution]),
+        ("step_outputs", rows.steps),
+        ("step_params", rows.params),
+    ):
+        for row in table_rows:
+            for column, value in row.items():
+                if isinstance(value, str) and not value.isascii():
+                    try:
+                        value.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise PayloadError(
+                            f"{table}.{column} holds text that is not valid Unicode "
+                            f"(a lone surrogate): {value[:60]!r}",
+                            200,
+                            1,
+                        ) from None
 
 
 def _step_to_rows(

@@ -295,7 +295,10 @@ class Simulator:
         execution_id = payload.get("execution_id") if isinstance(payload, Mapping) else None
         if not isinstance(execution_id, str) or not execution_id:
             raise ValueError("payload needs a non-empty string 'execution_id'")
-        body = json.dumps(dict(payload), ensure_ascii=False).encode()
+        try:
+            body = json.dumps(dict(payload), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: JSON can still carry it as an escape
+            body = json.dumps(dict(payload)).encode()
         with self._lock:
             self._hand_made.pop(execution_id, None)  # re-putting moves it to the newest slot
             self._hand_made[execution_id] = (body, json.loads(body))
