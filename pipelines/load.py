@@ -52,6 +52,7 @@ class LoadSummary:
             f"requested {self.requested}, loaded {fetch.loaded}, "
             f"skipped as already final {self.skipped_final}, not found {fetch.not_found}, "
             f"failed {fetch.failed}, rejected {fetch.rejected} in {self.elapsed_s:.1f}s"
+            + (f" ({self.duplicates} duplicate IDs ignored)" if self.duplicates else "")
         )
 
 
