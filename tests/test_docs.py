@@ -76,3 +76,15 @@ def test_every_setting_is_in_the_readme_and_config_toml(setting: str) -> None:
     from pipelines.eachlabs import eachlabs_source
 
     assert setting in inspect.signature(eachlabs_source).parameters
+
+
+@pytest.mark.parametrize("table", ["executions", "step_outputs", "step_params", "fetch_errors"])
+def test_every_column_is_in_the_data_dictionary(table: str) -> None:
+    from pipelines.eachlabs import normalise
+
+    schema = getattr(normalise, f"{table.upper()}_SCHEMA")
+    match = re.search(rf"^### `{table}`.*?$(.*?)(?=^#+ )", README, re.M | re.S)
+    assert match, f"README.md has no data dictionary section for {table}"
+    documented = set(re.findall(r"`([a-z_]+)`", match.group(1)))
+    missing = set(schema.names) - documented
+    assert not missing, f"README.md does not describe {table} columns {sorted(missing)}"

@@ -14,6 +14,13 @@ import dlt
 import pytest
 
 from pipelines.eachlabs import eachlabs_source
+from pipelines.eachlabs.normalise import (
+    EXECUTIONS_SCHEMA,
+    FETCH_ERRORS_SCHEMA,
+    JSON_COLUMNS,
+    STEP_OUTPUTS_SCHEMA,
+    STEP_PARAMS_SCHEMA,
+)
 from pipelines.load import pipeline_name_for
 from pipelines.simulator import FaultConfig
 
@@ -24,6 +31,12 @@ def _cli() -> str:
     return _cli_path()
 
 
+TABLE_SCHEMAS = {
+    "executions": EXECUTIONS_SCHEMA,
+    "step_outputs": STEP_OUTPUTS_SCHEMA,
+    "step_params": STEP_PARAMS_SCHEMA,
+    "fetch_errors": FETCH_ERRORS_SCHEMA,
+}
 KEY_TABLES = ("executions", "step_outputs", "step_params", "fetch_errors")
 
 
@@ -175,6 +188,24 @@ def test_load_writes_exact_rows(simulator_factory, workspace) -> None:
         " where param_name = 'response_format'"
     ) == [("1",)]
     assert workspace.query("select count(*) from eachlabs.fetch_errors") == [(0,)]
+
+    tables = workspace.query(
+        "select table_name from information_schema.tables"
+        " where table_schema = 'eachlabs' and table_type = 'BASE TABLE' order by 1"
+    )
+    assert [t for (t,) in tables] == [
+        "_dlt_loads", "_dlt_pipeline_state", "_dlt_version",
+        "executions", "fetch_errors", "step_outputs", "step_params",
+    ]  # fmt: skip
+    for table, schema in TABLE_SCHEMAS.items():
+        columns = workspace.query(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'eachlabs' and table_name = ? order by ordinal_position",
+            [table],
+        )
+        assert [name for name, _ in columns] == schema.names, table
+        json_columns = {name for name, kind in columns if kind == "JSON"}
+        assert json_columns == set(JSON_COLUMNS.get(table, ())), table
 
 
 def test_rerun_updates_running_and_replaces_removed_rows(simulator_factory, workspace) -> None:
