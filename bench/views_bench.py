@@ -1,6 +1,6 @@
 """Time every analytics view over a synthetic 1,000,000-step dataset.
 
-Builds a DuckDB file with the loader's table layout (docs/contract.md) filled with
+Builds a DuckDB file with the loader's table layout (README "Tables") filled with
 synthetic rows generated in SQL (~330k executions, 1,000,000 steps over 90 days, 200
 workflows, 40 models x 3 versions plus http / python / metadata-less steps, every status,
 a little clock skew), applies the views with `apply_views`, then times a full
