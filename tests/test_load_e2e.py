@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dlt
+import duckdb
 import pytest
 
 from pipelines.eachlabs import eachlabs_source
@@ -606,3 +607,38 @@ def test_ctrl_c_stops_quickly_with_exit_130(simulator_factory, workspace) -> Non
     assert process.returncode == 130
     assert "interrupted; run the same command again" in stderr
     assert "Traceback" not in stderr
+
+
+def test_views_command_reapplies_the_views(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+    assert workspace.load(simulator, "e").returncode == 0
+    with duckdb.connect(str(workspace.db_path)) as connection:
+        connection.execute("drop view eachlabs.model_failure_rates")
+    result = workspace.run("views", "--db", str(workspace.db_path))
+    assert result.returncode == 0, result.stderr
+    assert "applied 8 views in schema eachlabs" in result.stdout
+    assert workspace.query("select model, completed_steps from eachlabs.model_failure_rates") == [
+        ("m", 1)
+    ]
+
+
+def test_views_command_on_a_missing_file_says_what_to_do(workspace) -> None:
+    result = workspace.run("views", "--db", str(workspace.root / "none.duckdb"))
+    assert result.returncode == 1
+    assert "run `eachlabs-pipeline load` first" in result.stderr
+
+
+def test_demo_loads_generated_executions_and_prints_the_model_table(workspace) -> None:
+    db_path = workspace.root / "demo.duckdb"
+    result = workspace.run("demo", "--executions", "60", "--seed", "5", "--db", str(db_path))
+    assert result.returncode == 0, result.stderr
+    assert "requested 60, loaded 60" in result.stdout
+    assert "Model performance" in result.stdout and "failure_pct" in result.stdout
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        [(executions,)] = connection.execute("select count(*) from eachlabs.executions").fetchall()
+        models = connection.execute(
+            "select model from eachlabs.model_failure_rates where model is not null"
+        ).fetchall()
+    assert executions == 60
+    assert all(model in result.stdout for (model,) in models)
