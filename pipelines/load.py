@@ -18,6 +18,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pipelines.eachlabs import FetchReport, eachlabs_source, settings
 from pipelines.eachlabs.errors import ConfigError, EachlabsError
 from pipelines.eachlabs.ids import select_ids
+from pipelines.views import apply_views
 
 #: Not `eachlabs.duckdb`: DuckDB names the database (catalog) after the file, and a catalog
 #: named like the dataset's schema makes every `eachlabs.<table>` reference ambiguous.
@@ -143,8 +144,6 @@ def run_load(
         AuthError: the API refused the key; nothing was loaded.
         ConfigError: a setting is missing or invalid.
     """
-    from pipelines.views import apply_views
-
     check_target(db_path, dataset)
     open_target(db_path)
     started = time.monotonic()
