@@ -44,6 +44,17 @@ class Workspace:
     dlt_dir: Path
     env: dict[str, str]
 
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start the CLI without waiting for it (to signal it mid-run)."""
+        return subprocess.Popen(
+            [_cli_path(), *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def run(
         self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
     ) -> CliResult:

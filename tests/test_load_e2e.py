@@ -25,13 +25,6 @@ from pipelines.eachlabs.normalise import (
 from pipelines.load import pipeline_name_for
 from pipelines.simulator import FaultConfig
 
-
-def _cli() -> str:
-    from conftest import _cli_path
-
-    return _cli_path()
-
-
 TABLE_SCHEMAS = {
     "executions": EXECUTIONS_SCHEMA,
     "step_outputs": STEP_OUTPUTS_SCHEMA,
@@ -593,11 +586,10 @@ def test_unusable_database_file_is_a_clear_error(workspace, problem: str) -> Non
 
 def test_ctrl_c_stops_quickly_with_exit_130(simulator_factory, workspace) -> None:
     simulator = simulator_factory(executions=300, seed=4, faults=FaultConfig(latency_ms=200))
-    process = subprocess.Popen(
-        [_cli(), "load", *simulator.execution_ids, "--db", str(workspace.db_path),
-         "--base-url", simulator.base_url, "--concurrency", "2"],
-        cwd=workspace.root, env={**workspace.env, "SOURCES__EACHLABS__API_KEY": simulator.api_key},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = workspace.spawn(
+        "load", *simulator.execution_ids, "--db", str(workspace.db_path),
+        "--base-url", simulator.base_url, "--concurrency", "2",
+        env={"SOURCES__EACHLABS__API_KEY": simulator.api_key},
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while len(simulator.request_log) < 5 and time.monotonic() < deadline:

@@ -127,6 +127,18 @@ JSON_COLUMNS = {
 }
 
 
+#: Text columns that are not JSON: these must hold valid Unicode as they are.
+_PLAIN_TEXT_COLUMNS = {
+    table: tuple(
+        f.name for f in schema if f.type == pa.string() and f.name not in JSON_COLUMNS[table]
+    )
+    for table, schema in (
+        ("executions", EXECUTIONS_SCHEMA),
+        ("step_outputs", STEP_OUTPUTS_SCHEMA),
+        ("step_params", STEP_PARAMS_SCHEMA),
+    )
+}
+
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _ENCODE_JSON_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -295,7 +307,7 @@ def _check_text_is_storable(rows: ExecutionRows) -> None:
     """Raise PayloadError for text that UTF-8 cannot hold (a lone surrogate), naming where.
 
     Checked per execution so that one bad execution is reported alone instead of failing
-    the conversion of its whole batch.
+    the conversion of its whole batch. JSON columns need no check: `to_json` escapes.
     """
     for table, table_rows in (
         ("executions", [rows.execution]),
@@ -303,17 +315,19 @@ def _check_text_is_storable(rows: ExecutionRows) -> None:
         ("step_params", rows.params),
     ):
         for row in table_rows:
-            for column, value in row.items():
-                if isinstance(value, str) and not value.isascii():
-                    try:
-                        value.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise PayloadError(
-                            f"{table}.{column} holds text that is not valid Unicode "
-                            f"(a lone surrogate): {value[:60]!r}",
-                            200,
-                            1,
-                        ) from None
+            for column in _PLAIN_TEXT_COLUMNS[table]:
+                value = row[column]
+                if value is None or value.isascii():
+                    continue
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise PayloadError(
+                        f"{table}.{column} holds text that is not valid Unicode "
+                        f"(a lone surrogate): {value[:60]!r}",
+                        200,
+                        1,
+                    ) from None
 
 
 def _step_to_rows(
