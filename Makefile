@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test check-spec lint format bench clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
 	$(BIN)/python -m pytest -q
+
+# CI only: does our API contract (tests/eachlabs_api.schema.json) still agree with the vendor's
+# published spec? Reads ../shared/eachlabs-api/workflows.openapi.yaml or $$EACHLABS_API_SPEC.
+check-spec: $(STAMP)
+	$(BIN)/python tests/openapi_contract.py check
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench

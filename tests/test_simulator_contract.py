@@ -1,11 +1,14 @@
-"""Contract tests: every response of the simulator validates against the published OpenAPI spec.
+"""Contract tests: every response of the simulator validates against the project's API contract.
 
-The JSON Schemas are derived at test time from workflows.openapi.yaml (see
-pipelines/simulator/contract.py). Without the spec these tests fail, saying how to provide it.
+The contract is `tests/eachlabs_api.schema.json`, kept in the repository (see
+tests/openapi_contract.py); `make check-spec` cross-checks it against the vendor's published
+OpenAPI spec, which these tests never read.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,17 +18,20 @@ from typing import Any
 import pytest
 import requests
 from jsonschema.protocols import Validator
-
-from pipelines.simulator import FaultConfig, Simulator
-from pipelines.simulator.contract import (
+from openapi_contract import (
     SPEC_ENV_VAR,
     SpecNotFoundError,
+    component_schemas,
+    contract_differences,
     find_spec_path,
-    load_operation_schemas,
-    load_response_schemas,
+    load_contract,
     openapi_to_json_schema,
+    operation_schemas,
     schema_validator,
 )
+from openapi_contract import main as contract_main
+
+from pipelines.simulator import FaultConfig, Simulator
 
 MakeSimulator = Callable[..., Simulator]
 EXECUTION_OP = ("GET", "/executions/{executionID}")
@@ -34,22 +40,19 @@ ONE_DAY_S = 24 * 3600
 
 
 @pytest.fixture(scope="module")
-def spec_path() -> Path:
-    try:
-        return find_spec_path()
-    except SpecNotFoundError as exc:
-        pytest.fail(str(exc))
+def contract() -> dict[str, Any]:
+    return load_contract()
 
 
 @pytest.fixture(scope="module")
-def operations(spec_path: Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    # Closed objects: the simulator must not send fields the spec does not document.
-    return load_operation_schemas(spec_path, forbid_unknown_properties=True)
+def operations(contract: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    # Closed objects: the simulator must not send fields the contract does not document.
+    return operation_schemas(contract, forbid_unknown_properties=True)
 
 
 @pytest.fixture(scope="module")
-def schemas(spec_path: Path) -> dict[str, dict[str, Any]]:
-    return load_response_schemas(spec_path, forbid_unknown_properties=True)
+def schemas(contract: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return component_schemas(contract, forbid_unknown_properties=True)
 
 
 def assert_valid(validator: Validator, body: Any, what: str) -> None:
@@ -246,6 +249,7 @@ def test_openapi_conversion() -> None:
         {
             "type": "object",
             "example": {"a": 1},
+            "description": "prose is not a fact of the contract",
             "properties": {
                 "example": {"type": "string", "nullable": True},
                 "level": {"type": "string", "enum": ["a", "b"], "nullable": True},
@@ -253,8 +257,7 @@ def test_openapi_conversion() -> None:
                 "ref": {"$ref": "#/components/schemas/Other", "description": "ignored"},
                 "count": {"type": "integer", "minimum": 0, "exclusiveMinimum": True},
             },
-        },
-        forbid_unknown_properties=True,
+        }
     )
     assert converted == {
         "type": "object",
@@ -267,14 +270,91 @@ def test_openapi_conversion() -> None:
             "ref": {"$ref": "#/$defs/Other"},
             "count": {"type": "integer", "exclusiveMinimum": 0},
         },
-        "additionalProperties": False,
     }
 
 
-def test_missing_spec_fails_with_instructions(tmp_path: Path, spec_path: Path) -> None:
+def _as_openapi(node: Any) -> Any:
+    """Our contract written back as an OpenAPI 3.0 schema (the inverse of the conversion)."""
+    if isinstance(node, list):
+        return [_as_openapi(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {key: _as_openapi(value) for key, value in node.items()}
+    if "$ref" in result:
+        result["$ref"] = result["$ref"].replace("#/$defs/", "#/components/schemas/")
+    if isinstance(result.get("type"), list):
+        result["type"] = next(kind for kind in result["type"] if kind != "null")
+        result["nullable"] = True
+        if None in result.get("enum", []):
+            result["enum"] = [value for value in result["enum"] if value is not None]
+    return result
+
+
+def _spec_from_contract(contract: dict[str, Any]) -> dict[str, Any]:
+    """A minimal OpenAPI document stating exactly what the contract states."""
+    schemas = _as_openapi(contract["$defs"])
+    schemas["ListExecutionsResponse"]["properties"]["offset"].pop("nullable")  # the erratum
+    paths: dict[str, Any] = {}
+    for operation, responses in contract["operations"].items():
+        method, path = operation.split(" ", 1)
+        paths[path] = {
+            method.lower(): {
+                "responses": {
+                    status: {"content": {"application/json": {"schema": _as_openapi(schema)}}}
+                    for status, schema in responses.items()
+                }
+            }
+        }
+    return {"openapi": "3.0.3", "paths": paths, "components": {"schemas": schemas}}
+
+
+def test_check_spec_passes_on_an_agreeing_spec_and_names_each_disagreement(
+    contract: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec_from_contract(contract)
+    agreeing = tmp_path / "agreeing.yaml"
+    agreeing.write_text(json.dumps(spec))  # JSON is YAML
+    assert contract_main(["check", "--spec", str(agreeing)]) == 0
+
+    drifted = copy.deepcopy(spec)
+    properties = drifted["components"]["schemas"]["ExecutionDetails"]["properties"]
+    properties["status"]["enum"].remove("cancelled")
+    properties["bulk_id"]["type"] = "integer"
+    perturbed = tmp_path / "perturbed.yaml"
+    perturbed.write_text(json.dumps(drifted))
+    capsys.readouterr()
+    assert contract_main(["check", "--spec", str(perturbed)]) == 1
+    report = capsys.readouterr().err
+    assert "disagrees with the vendor's spec" in report and "2 place(s)" in report
+    assert "/$defs/ExecutionDetails/properties/status/enum" in report
+    assert (
+        '/$defs/ExecutionDetails/properties/bulk_id/type: ours "string", vendor\'s "integer"'
+        in report
+    )
+
+
+def test_contract_differences_lists_missing_and_extra_fields(contract: dict[str, Any]) -> None:
+    theirs = copy.deepcopy(contract)
+    step = theirs["$defs"]["StepOutput"]["properties"]
+    step["attempt"] = {"type": "integer"}
+    del step["primary"]
+    lines = contract_differences(contract, theirs)
+    assert [line.split(":")[0] for line in lines] == [
+        "/$defs/StepOutput/properties/attempt",
+        "/$defs/StepOutput/properties/primary",
+    ]
+    assert "only in the vendor's spec" in lines[0] and "only in our contract" in lines[1]
+    assert contract_differences(contract, copy.deepcopy(contract)) == []
+
+
+def test_missing_spec_fails_with_instructions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nowhere.yaml"
     with pytest.raises(SpecNotFoundError, match=SPEC_ENV_VAR):
         find_spec_path(environ={SPEC_ENV_VAR: str(missing)})
     with pytest.raises(SpecNotFoundError, match=SPEC_ENV_VAR):
         find_spec_path(environ={}, default=missing)
-    assert find_spec_path(environ={SPEC_ENV_VAR: str(spec_path)}) == spec_path
+    present = tmp_path / "spec.yaml"
+    present.write_text("openapi: 3.0.3\n")
+    assert find_spec_path(environ={SPEC_ENV_VAR: str(present)}) == present
