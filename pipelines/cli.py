@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,7 +17,16 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pipelines.eachlabs import FetchReport, settings
 from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError
 from pipelines.eachlabs.ids import parse_id_lines
-from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, check_target, run_load
+from pipelines.load import (
+    DEFAULT_DATASET,
+    DEFAULT_DB_PATH,
+    LoadSummary,
+    check_demo_target,
+    check_target,
+    connect_duckdb,
+    mark_demo_file,
+    run_load,
+)
 from pipelines.views import ViewError
 
 #: The demo's own file, so that simulated data never mixes into a real load's file.
@@ -30,15 +41,24 @@ def _err(message: str) -> None:
     print(f"eachlabs-pipeline: {message}", file=sys.stderr)
 
 
+def _stamp() -> str:
+    """ISO-8601 UTC time that starts every progress and summary line (for log files)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _package_version() -> str:
+    try:
+        return version("eachlabs-pipeline")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown"
+
+
 def _add_target_options(
-    parser: argparse.ArgumentParser, default_db: Path = DEFAULT_DB_PATH
+    parser: argparse.ArgumentParser,
+    default_db: Path = DEFAULT_DB_PATH,
+    db_help: str = "DuckDB file to load into (created if missing; default: %(default)s)",
 ) -> None:
-    parser.add_argument(
-        "--db",
-        type=Path,
-        default=default_db,
-        help="DuckDB file to load into (created if missing; default: %(default)s)",
-    )
+    parser.add_argument("--db", type=Path, default=default_db, help=db_help)
     parser.add_argument(
         "--dataset",
         default=DEFAULT_DATASET,
@@ -53,13 +73,28 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(EXIT_FATAL, f"{self.prog}: error: {message}\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        # A mistyped flag is reported with the usage of the subcommand it was given to.
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command_parser = getattr(parsed, "command_parser", None) or self
+            command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        return parsed
+
+
+def _add_verbose(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log debug details"
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="eachlabs-pipeline",
         description="Load Eachlabs workflow executions into DuckDB analytics tables.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}")
+    _add_verbose(parser, default=False)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     load = subparsers.add_parser(
@@ -103,10 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     views = subparsers.add_parser(
         "views",
-        help="(re)apply the SQL views in sql/ to a DuckDB file",
-        description="Create or replace every view in sql/ in the dataset's schema.",
+        help="(re)apply the SQL views to a loaded DuckDB file",
+        description=(
+            "Create or replace every analytics view in the dataset's schema of a DuckDB file "
+            "that `load` has written. Loads nothing; the tables are not changed."
+        ),
     )
-    _add_target_options(views)
+    _add_target_options(
+        views, db_help="DuckDB file holding the loaded tables (default: %(default)s)"
+    )
     views.set_defaults(handler=_cmd_views)
 
     demo = subparsers.add_parser(
@@ -117,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
             "executions into a DuckDB file, apply the views and print a model performance table."
         ),
     )
-    _add_target_options(demo, default_db=DEMO_DB_PATH)
+    _add_target_options(
+        demo,
+        default_db=DEMO_DB_PATH,
+        db_help="DuckDB file for the demo data (created if missing; a file holding executions "
+        "that a demo did not write is refused; default: %(default)s)",
+    )
     demo.add_argument(
         "--executions",
         type=int,
@@ -125,11 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="executions to generate (default: %(default)s)",
     )
     demo.add_argument("--seed", type=int, default=42, help="data seed (default: %(default)s)")
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="load demo data even into a file that holds executions a demo did not write",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     from pipelines.simulator.cli import add_simulator_parser
 
     add_simulator_parser(subparsers)
+    for command_parser in subparsers.choices.values():
+        # -v works after the subcommand too; SUPPRESS keeps a -v given before it.
+        _add_verbose(command_parser, default=argparse.SUPPRESS)
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 
@@ -163,7 +217,7 @@ def _print_progress(report: FetchReport) -> None:
         return
     share = f" ({100 * report.done / total:.0f}%)" if total else ""
     print(
-        f"fetched {report.done} of {total}{share}: {report.loaded} loaded, "
+        f"{_stamp()} fetched {report.done} of {total}{share}: {report.loaded} loaded, "
         f"{report.not_found} not found, {report.failed} failed",
         file=sys.stderr,
         flush=True,
@@ -171,7 +225,13 @@ def _print_progress(report: FetchReport) -> None:
 
 
 def _print_summary(summary: LoadSummary) -> None:
-    print(summary.describe())
+    print(f"{_stamp()} {summary.describe()}")
+    if summary.all_not_found:
+        _err(
+            f"the API knows none of the {summary.fetch.not_found} requested executions (404): "
+            "check --base-url / SOURCES__EACHLABS__BASE_URL and that the key belongs to the "
+            "workspace that ran them"
+        )
     errors = summary.fetch.errors
     for row in errors[:10]:
         status = row["http_status"] if row["http_status"] is not None else "-"
@@ -199,14 +259,12 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_views(args: argparse.Namespace) -> int:
-    import duckdb
-
     from pipelines.views import apply_views
 
     check_target(args.db, args.dataset)
     if not args.db.exists():
         raise ConfigError(f"no DuckDB file at {args.db}: run `eachlabs-pipeline load` first")
-    with duckdb.connect(str(args.db)) as connection:
+    with connect_duckdb(args.db) as connection:
         names = apply_views(connection, args.dataset)
     print(f"applied {len(names)} views in schema {args.dataset}: {', '.join(names)}")
     return EXIT_OK
@@ -217,6 +275,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.simulator import Simulator, SimulatorConfig
 
     # The clock runs at 60 simulated seconds per second, as with `eachlabs-pipeline simulator`.
+    check_target(args.db, args.dataset)
+    foreign_executions = check_demo_target(args.db, args.dataset, allow_existing=args.force)
     config = SimulatorConfig(executions=args.executions, seed=args.seed, time_scale=60)
     with Simulator(config) as simulator:
         print(f"simulator serving {args.executions} executions at {simulator.base_url}")
@@ -227,6 +287,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             source_options={"base_url": simulator.base_url, "api_key": simulator.api_key},
             on_progress=_print_progress,
         )
+    if not foreign_executions:
+        mark_demo_file(args.db, args.dataset)
     _print_summary(summary)
     print(f"\nModel performance (views in schema {args.dataset} of {args.db}):")
     print(model_performance_table(args.db, args.dataset))
@@ -252,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, EachlabsError) as exc:
         _err(str(exc))
     except ViewError as exc:
-        _err(f"applying the SQL views failed (loaded data is kept): {exc}")
+        kept = "the tables are unchanged" if args.command == "views" else "loaded data is kept"
+        _err(f"applying the SQL views failed ({kept}): {exc}")
     except PipelineStepFailed as exc:
         if args.verbose:
             raise

@@ -1,9 +1,10 @@
 """Apply the analytics views in `sql/` to a dataset's schema in DuckDB.
 
-Each `sql/<name>.sql` holds one `select` (no `create` statement) that becomes the view
-`<dataset>.<name>`. Files name the loader's tables and other views without a schema: DuckDB
-binds the names inside a view to the view's own schema first, so the views read the
-dataset they live in whatever the caller's search path is. The one way that could go wrong
+Each `sql/<name>.sql` (package data `pipelines.sql`, so any install finds it) holds one
+`select` (no `create` statement) that becomes the view `<dataset>.<name>`. Files name the
+loader's tables and other views without a schema: DuckDB binds the names inside a view to
+the view's own schema first, so the views read the dataset they live in whatever the
+caller's search path is. The one way that could go wrong
 is a table missing from the dataset but present elsewhere in the database (DuckDB would
 fall back to it), so `apply_views` refuses that case.
 
@@ -16,11 +17,14 @@ from __future__ import annotations
 import graphlib
 import re
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import duckdb
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+#: The view files: the repository's `sql/` folder, shipped in the package as `pipelines.sql`.
+SQL_PACKAGE = "pipelines.sql"
 
 _VIEW_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # Comments and quoted strings are removed before looking for names, so that a header
@@ -57,7 +61,7 @@ class ViewFile:
     """
 
     name: str
-    path: Path
+    path: Traversable
     sql: str
     dependencies: tuple[str, ...]
 
@@ -71,8 +75,8 @@ def _referenced_names(sql: str) -> set[str]:
     }
 
 
-def discover_views(sql_dir: Path | None = None) -> list[ViewFile]:
-    """Read every `*.sql` file in `sql_dir` (default: the project's `sql/`).
+def discover_views(sql_dir: Path | Traversable | None = None) -> list[ViewFile]:
+    """Read every `*.sql` file in `sql_dir` (default: the views shipped in the package).
 
     Args:
         sql_dir: folder holding one `select` per file; the file name is the view name.
@@ -84,22 +88,26 @@ def discover_views(sql_dir: Path | None = None) -> list[ViewFile]:
         ViewDefinitionError: the folder is missing, a file name is not a plain lower-case
             identifier, or a file is empty.
     """
-    sql_dir = SQL_DIR if sql_dir is None else Path(sql_dir)
+    sql_dir = files(SQL_PACKAGE) if sql_dir is None else sql_dir
     if not sql_dir.is_dir():
         raise ViewDefinitionError(f"{sql_dir}: no such folder of view files")
-    paths = sorted(sql_dir.glob("*.sql"))
-    names = {path.stem for path in paths}
+    paths = sorted(
+        (path for path in sql_dir.iterdir() if path.name.endswith(".sql")),
+        key=lambda path: path.name,
+    )
+    names = {path.name.removesuffix(".sql") for path in paths}
     views = []
     for path in paths:
-        if not _VIEW_NAME.fullmatch(path.stem):
+        name = path.name.removesuffix(".sql")
+        if not _VIEW_NAME.fullmatch(name):
             raise ViewDefinitionError(
                 f"{path}: view file names must be lower-case identifiers ([a-z_][a-z0-9_]*)"
             )
         sql = path.read_text(encoding="utf-8").strip().rstrip(";").rstrip()
         if not _COMMENTS_AND_STRINGS.sub("", sql).strip():
             raise ViewDefinitionError(f"{path}: the file holds no SQL")
-        dependencies = tuple(sorted((_referenced_names(sql) & names) - {path.stem}))
-        views.append(ViewFile(name=path.stem, path=path, sql=sql, dependencies=dependencies))
+        dependencies = tuple(sorted((_referenced_names(sql) & names) - {name}))
+        views.append(ViewFile(name=name, path=path, sql=sql, dependencies=dependencies))
     return views
 
 
@@ -170,7 +178,9 @@ def _check_dataset(
 
 
 def apply_views(
-    connection: duckdb.DuckDBPyConnection, dataset: str, sql_dir: Path | None = None
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    sql_dir: Path | Traversable | None = None,
 ) -> list[str]:
     """Create or replace every view of `sql_dir` in schema `dataset`, in dependency order.
 
@@ -180,7 +190,7 @@ def apply_views(
     Args:
         connection: an open DuckDB connection, not inside a transaction.
         dataset: the dlt dataset name, i.e. the schema holding the loader's tables.
-        sql_dir: folder of view files; default the project's `sql/`.
+        sql_dir: folder of view files; default the views shipped in the package.
 
     Returns:
         The view names in the order they were applied.

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pytest
 
-pytest_plugins = ["pipelines.simulator.pytest_plugin"]
+pytest_plugins = ["simulator_fixtures"]
 
 
 def _cli_path() -> str:

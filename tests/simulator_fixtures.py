@@ -1,8 +1,7 @@
 """pytest fixtures that run the simulator in process on a free port.
 
-Load with `pytest_plugins = ["pipelines.simulator.pytest_plugin"]` in a conftest.py (or
-`pytest -p pipelines.simulator.pytest_plugin`). Both fixtures use a frozen clock
-(`time_scale=0`): the data only changes through `sim.advance(seconds)`.
+Loaded by `tests/conftest.py` (`pytest_plugins = ["simulator_fixtures"]`). Both fixtures use
+a frozen clock (`time_scale=0`): the data only changes through `sim.advance(seconds)`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The analytics views: one `select` per `<view name>.sql` file, shipped as package data."""
