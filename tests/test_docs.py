@@ -1,8 +1,15 @@
-"""The README matches the code: its example SQL runs, its flags and settings exist."""
+"""The README and docs/ match the code: their commands paste and run, their SQL returns rows on
+the demo file, their flags, settings, tables and columns exist, and everything that exists is
+documented."""
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
+import socket
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,12 +19,41 @@ from pipelines.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
+DOCS = {
+    path.name: path.read_text(encoding="utf-8") for path in sorted((REPO / "docs").glob("*.md"))
+}
+ALL_TEXTS = {"README.md": README, **{f"docs/{name}": text for name, text in DOCS.items()}}
+TABLES_DOC = DOCS["tables.md"]
+
+#: How a pasted command line may start: the Makefile, the installed tools, or plain shell.
+COMMAND_STARTS = (
+    "make ", ".venv/bin/", "export ", "sleep ", "kill ", "cp ", "sed ", "EACHLABS_API_SPEC=",
+)  # fmt: skip
 
 
-def section(heading: str) -> str:
-    match = re.search(rf"^#+ {re.escape(heading)}\s*$(.*?)(?=^#+ |\Z)", README, re.M | re.S)
-    assert match, f"README.md has no section {heading!r}"
+def section(heading: str, text: str = README) -> str:
+    match = re.search(rf"^#+ {re.escape(heading)}\s*$(.*?)(?=^#+ |\Z)", text, re.M | re.S)
+    assert match, f"no section {heading!r}"
     return match.group(1)
+
+
+def code_blocks(text: str, *languages: str) -> list[str]:
+    return [
+        block
+        for language, block in re.findall(r"```([a-z]*)\n(.*?)```", text, re.S)
+        if language in languages
+    ]
+
+
+def shell_commands(text: str) -> list[str]:
+    """Command lines of the ```sh blocks, comments and continuation lines joined."""
+    commands = []
+    for block in code_blocks(text, "sh", "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
 
 
 def test_readme_starts_with_the_two_commands() -> None:
@@ -27,19 +63,16 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert commands[:2] == ["make demo", "make test"]
 
 
-def test_example_sql_runs_on_a_loaded_database(simulator_factory, workspace) -> None:
-    simulator = simulator_factory(executions=120, seed=9)
-    result = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
-    assert result.returncode == 0, result.stderr
-    statements = [
-        statement
-        for block in re.findall(r"```sql\n(.*?)```", section("Example SQL"), re.S)
-        for statement in block.split(";")
-        if statement.strip()
-    ]
-    assert len(statements) >= 4
-    answers = [workspace.query(statement) for statement in statements]
-    assert len(answers[0]) > 0, "the slowest-models example returned nothing"
+@pytest.mark.parametrize("document", sorted(ALL_TEXTS))
+def test_every_shell_command_can_be_pasted_as_is(document: str) -> None:
+    """No bare `eachlabs-pipeline` or `python`: they are only on PATH in an active venv."""
+    for command in shell_commands(ALL_TEXTS[document]):
+        assert command.startswith(COMMAND_STARTS), f"{document}: {command!r}"
+
+
+def test_every_docs_page_is_linked_from_the_readme_and_every_link_exists() -> None:
+    linked = set(re.findall(r"\]\((docs/[^)#]+)\)", README))
+    assert linked == {f"docs/{name}" for name in DOCS}
 
 
 def all_flags() -> set[str]:
@@ -51,15 +84,26 @@ def all_flags() -> set[str]:
         for command in subparsers.choices.values()
         for action in command._actions
         for flag in action.option_strings
-    }
+    } | {flag for action in parser._actions for flag in action.option_strings}
 
 
-def test_every_flag_the_readme_names_exists() -> None:
-    prose = re.sub(r"```.*?```", "", README, flags=re.S)  # code blocks also show bench scripts
-    named = set(re.findall(r"`[^`\n]*?(--[a-z][a-z-]*)", prose))
-    assert {"--ids-file", "--refresh-all", "--db", "--dataset", "--latency-ms"} <= named
+def test_every_flag_the_docs_name_exists() -> None:
+    named: set[str] = set()
+    for text in ALL_TEXTS.values():
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        named |= set(re.findall(r"`[^`\n]*?(--[a-z][a-z-]*)", prose))
+        tool_lines = [c for c in shell_commands(text) if "eachlabs-pipeline" in c]
+        named |= {flag for line in tool_lines for flag in re.findall(r"(--[a-z][a-z-]*)", line)}
+    assert {
+        "--ids-file",
+        "--refresh-all",
+        "--db",
+        "--dataset",
+        "--latency-ms",
+        "--version",
+    } <= named
     missing = named - all_flags()
-    assert not missing, f"README.md names flags no command has: {sorted(missing)}"
+    assert not missing, f"the docs name flags no command has: {sorted(missing)}"
 
 
 SETTINGS = ["base_url", "concurrency", "long_poll_timeout_s", "request_timeout_s",
@@ -71,20 +115,103 @@ def test_every_setting_is_in_the_readme_and_config_toml(setting: str) -> None:
     config = tomllib.loads((REPO / ".dlt" / "config.toml").read_text(encoding="utf-8"))
     assert setting in config["sources"]["eachlabs"]
     assert f"`{setting}`" in section("Configuration")
-    import inspect
-
     from pipelines.eachlabs import eachlabs_source
 
     assert setting in inspect.signature(eachlabs_source).parameters
 
 
-@pytest.mark.parametrize("table", ["executions", "step_outputs", "step_params", "fetch_errors"])
-def test_every_column_is_in_the_data_dictionary(table: str) -> None:
+TABLES = ["executions", "step_outputs", "step_params", "fetch_errors"]
+
+
+def test_the_readme_lists_every_table() -> None:
+    listed = re.findall(r"^\| `([a-z_]+)` \|", section("Tables"), re.M)
+    assert listed == TABLES
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_every_column_is_in_the_data_dictionary_and_every_documented_column_exists(
+    table: str,
+) -> None:
     from pipelines.eachlabs import normalise
 
     schema = getattr(normalise, f"{table.upper()}_SCHEMA")
-    match = re.search(rf"^### `{table}`.*?$(.*?)(?=^#+ )", README, re.M | re.S)
-    assert match, f"README.md has no data dictionary section for {table}"
-    documented = set(re.findall(r"`([a-z_]+)`", match.group(1)))
+    match = re.search(rf"^## `{table}`.*?$(.*?)(?=^#+ )", TABLES_DOC, re.M | re.S)
+    assert match, f"docs/tables.md has no data dictionary section for {table}"
+    rows = re.findall(r"^\| (.*?) \|", match.group(1), re.M)
+    documented = {name for cell in rows for name in re.findall(r"`([a-z_]+)`", cell)}
     missing = set(schema.names) - documented
-    assert not missing, f"README.md does not describe {table} columns {sorted(missing)}"
+    assert not missing, f"docs/tables.md does not describe {table} columns {sorted(missing)}"
+    unknown = documented - set(schema.names)
+    assert not unknown, f"docs/tables.md describes {table} columns that do not exist: {unknown}"
+
+
+# --- what the docs show runs on the demo's file ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding `eachlabs_demo.duckdb` as `make demo` writes it."""
+    root = tmp_path_factory.mktemp("demo")
+    env = {**os.environ, "DLT_DATA_DIR": str(root / "dlt-data"), "RUNTIME__DLTHUB_TELEMETRY": "0"}
+    cli = Path(sys.executable).with_name("eachlabs-pipeline")
+    completed = subprocess.run(
+        [str(cli), "demo", "--executions", "1000", "--db", "eachlabs_demo.duckdb"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    if completed.returncode != 0:
+        pytest.fail(f"demo failed: {completed.stdout}\n{completed.stderr}")
+    return root
+
+
+def sql_examples() -> list[tuple[str, str]]:
+    return [
+        (document, statement.strip())
+        for document, text in ALL_TEXTS.items()
+        for block in code_blocks(text, "sql")
+        for statement in block.split(";")
+        if re.sub(r"--[^\n]*", "", statement).strip()
+    ]
+
+
+def test_every_sql_example_returns_rows_on_the_demo_file(demo_dir: Path) -> None:
+    import duckdb
+
+    examples = sql_examples()
+    assert len(examples) >= 12
+    with duckdb.connect(str(demo_dir / "eachlabs_demo.duckdb"), read_only=True) as connection:
+        for document, statement in examples:
+            rows = connection.sql(statement).fetchall()
+            assert rows, f"{document}: example returns no rows on the demo file:\n{statement}"
+
+
+def test_the_readme_python_snippet_runs_on_the_demo_file(demo_dir: Path) -> None:
+    [snippet] = code_blocks(README, "python")
+    completed = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=demo_dir, capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "failure_rate_low" in completed.stdout and "flux-1-1-pro" in completed.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_try_it_locally_runs_as_written(tmp_path: Path) -> None:
+    [block] = code_blocks(section("Try it locally"), "sh")
+    port = str(_free_port())
+    script = block.replace("8080", port).replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SOURCES__")} | {
+        "DLT_DATA_DIR": str(tmp_path / "dlt-data"),
+        "RUNTIME__DLTHUB_TELEMETRY": "0",
+    }
+    completed = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "requested 2000, loaded 2000" in completed.stdout
+    assert "p95_seconds" in completed.stdout and "veo-3" in completed.stdout
+    assert "local-key" not in completed.stdout + completed.stderr
