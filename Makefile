@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The DuckDB file `make report` reads: `make report DB=eachlabs_data.duckdb` for a real one.
+DB ?= eachlabs_demo.duckdb
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo report test lint format bench clean
 
 install: $(STAMP)
 
@@ -16,6 +18,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs_demo.duckdb
+
+# Executes notebooks/model_performance.ipynb on $(DB) (read-only) and writes
+# reports/model_performance.html plus one PNG per figure; the install includes `.[report]`.
+report: $(STAMP)
+	@$(BIN)/eachlabs-pipeline report --db "$(DB)" --out reports
 
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
@@ -35,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/load_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs_demo.duckdb eachlabs_demo.duckdb.wal
+	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal
