@@ -211,6 +211,15 @@ def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Pa
     assert [path.name for path in files.figures] == [f"{name}.png" for name in FIGURES]
 
 
+def test_a_failing_notebook_is_one_clear_error(rendered: dict[str, Any], tmp_path: Path) -> None:
+    from pipelines.notebook import NotebookError, render_report
+
+    with pytest.raises(NotebookError) as error:
+        render_report(rendered["db"], "eachlabs", tmp_path / "r", {"start_date": "2026-13-01"})
+    assert str(error.value) == ("the notebook failed: ValueError: month must be in 1..12")
+    assert not (tmp_path / "r").exists()
+
+
 # --- the demo data and bad input ----------------------------------------------------------
 
 
