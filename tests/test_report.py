@@ -211,6 +211,18 @@ def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Pa
     assert [path.name for path in files.figures] == [f"{name}.png" for name in FIGURES]
 
 
+def test_notebook_draws_every_figure_when_nothing_matches(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    from pipelines.notebook import render_report
+
+    files = render_report(rendered["db"], "eachlabs", tmp_path, {"models": ["no-such-model"]})
+    notebook = nbformat.read(files.notebook, as_version=4)
+    tables = table_outputs(notebook)
+    assert tables["headline"] == [] and tables["recent_changes"] == []
+    assert list(figure_outputs(notebook)) == list(FIGURES)
+
+
 def test_a_failing_notebook_is_one_clear_error(rendered: dict[str, Any], tmp_path: Path) -> None:
     from pipelines.notebook import NotebookError, render_report
 
