@@ -3,19 +3,26 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The DuckDB file `make report` reads: `make report DB=eachlabs_data.duckdb` for a real one.
+DB ?= eachlabs_demo.duckdb
 
-.PHONY: install demo test check-spec lint format bench clean
+.PHONY: install demo report test check-spec lint format bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,report]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/eachlabs-pipeline demo --executions 1000 --db eachlabs_demo.duckdb
+
+# Executes notebooks/model_performance.ipynb on $(DB) (read-only) and writes
+# reports/model_performance.html plus one PNG per figure; the install includes `.[report]`.
+report: $(STAMP)
+	@$(BIN)/eachlabs-pipeline report --db "$(DB)" --out reports
 
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
@@ -40,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/load_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache eachlabs_demo.duckdb eachlabs_demo.duckdb.wal
+	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal

@@ -177,6 +177,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
+    report = subparsers.add_parser(
+        "report",
+        help="print model performance and what got worse; --out renders the notebook report",
+        description=(
+            "Print the headline table (per model: finished steps, failure rate with its 95%% "
+            "Wilson interval, p50/p95 latency) and the models that got worse in the last 7 "
+            "days (view model_recent_changes). The DuckDB file is opened read-only. With "
+            "--out DIR, also execute notebooks/model_performance.ipynb and write "
+            "model_performance.html and one PNG per figure to DIR (needs the report extra: "
+            "pip install -e '.[report]')."
+        ),
+    )
+    report.add_argument(
+        "--db",
+        type=Path,
+        default=DEFAULT_DB_PATH,
+        help="DuckDB file to read, read-only (default: %(default)s)",
+    )
+    report.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help="schema of the views in the DuckDB file (default: %(default)s)",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="also write the notebook report (HTML, executed notebook, PNGs) to DIR",
+    )
+    report.set_defaults(handler=_cmd_report)
+
     from pipelines.simulator.cli import add_simulator_parser
 
     add_simulator_parser(subparsers)
@@ -270,8 +301,23 @@ def _cmd_views(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import terminal_report
+
+    check_target(args.db, args.dataset)
+    print(terminal_report(args.db, args.dataset))
+    if args.out is not None:
+        from pipelines.notebook import render_report
+
+        files = render_report(args.db, args.dataset, args.out)
+        print(
+            f"\nreport written to {files.html} ({len(files.figures)} figures as PNG in {args.out})"
+        )
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pipelines.report import model_performance_table
+    from pipelines.report import terminal_report
     from pipelines.simulator import Simulator, SimulatorConfig
 
     # The clock runs at 60 simulated seconds per second, as with `eachlabs-pipeline simulator`.
@@ -290,12 +336,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if not foreign_executions:
         mark_demo_file(args.db, args.dataset)
     _print_summary(summary)
-    print(f"\nModel performance (views in schema {args.dataset} of {args.db}):")
-    print(model_performance_table(args.db, args.dataset))
-    print(
-        "step_type '-': steps without metadata. Failure % is failed / (completed + failed), "
-        "with its 95% Wilson interval (low..high)."
-    )
+    print()
+    print(terminal_report(args.db, args.dataset))
     return summary.exit_code
 
 

@@ -1,31 +1,246 @@
-"""Small text reports over the views, for the terminal."""
+"""Model performance reports over the views: the tables `eachlabs-pipeline report` prints.
+
+Every figure comes from the SQL views (see `sql/`); nothing here recomputes a metric. The
+DuckDB file is opened read-only and closed as soon as the frames are read, so a report never
+blocks a scheduled load for longer than its queries take (DuckDB allows one writer and no
+reader beside it). The notebook `notebooks/model_performance.ipynb` reads its data the same
+way, through `read_frames`, and starts with the same two tables.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
+import pandas as pd
+
+from pipelines.eachlabs.errors import ConfigError
+
+#: The views a report reads; a file without one of them was loaded before it existed.
+REPORT_VIEWS = (
+    "step_runs",
+    "model_daily_performance",
+    "model_error_causes",
+    "model_failure_rates",
+    "model_recent_changes",
+    "step_latency_by_model",
+    "step_latency_by_model_version",
+    "workflow_performance",
+)
+
+#: Per (step_type, model): finished steps and failure rate with its 95% Wilson interval
+#: (model_failure_rates), latency sample size and percentiles (step_latency_by_model).
+HEADLINE_SQL = """
+    select
+        f.step_type,
+        f.model,
+        f.finished_steps,
+        f.failed_steps,
+        f.failure_rate,
+        f.failure_rate_low,
+        f.failure_rate_high,
+        f.is_low_sample,
+        l.completed_steps as timed_steps,
+        l.p50_seconds,
+        l.p95_seconds
+    from {schema}.model_failure_rates as f
+    left join {schema}.step_latency_by_model as l
+        on f.step_type is not distinct from l.step_type
+        and f.model is not distinct from l.model
+    order by
+        case when f.step_type = 'model' then 0 else 1 end,
+        f.step_type nulls last,
+        l.p50_seconds desc nulls last,
+        f.model
+"""
+
+#: Every row of model_recent_changes, flagged ones first, then models before other steps.
+RECENT_CHANGES_SQL = """
+    select *
+    from {schema}.model_recent_changes
+    order by
+        case when latency_regressed or failures_regressed then 0 else 1 end,
+        case when step_type = 'model' then 0 else 1 end,
+        step_type nulls last,
+        model
+"""
+
+_LOW_SAMPLE_NOTE = "*: fewer than 30 finished steps, read the rate as anecdotal."
 
 
-def model_performance_table(db_path: Path, dataset: str) -> str:
-    """Latency percentiles and failure rates per model, as a printable table."""
-    query = f"""
-        select
-            coalesce(f.step_type, '-') as step_type,
-            coalesce(f.model, '-') as model,
-            f.completed_steps as completed,
-            f.failed_steps as failed,
-            round(l.p50_seconds, 1) as p50_s,
-            round(l.p95_seconds, 1) as p95_s,
-            round(100 * f.failure_rate, 1) as failure_pct,
-            round(100 * f.failure_rate_low, 1) as low_pct,
-            round(100 * f.failure_rate_high, 1) as high_pct
-        from "{dataset}".model_failure_rates as f
-        left join "{dataset}".step_latency_by_model as l
-            on f.step_type is not distinct from l.step_type
-            and f.model is not distinct from l.model
-        order by f.step_type nulls last, l.p50_seconds desc nulls last
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def read_frames(
+    db_path: Path | str,
+    dataset: str,
+    queries: Mapping[str, str],
+    views: Sequence[str] = REPORT_VIEWS,
+) -> dict[str, pd.DataFrame]:
+    """Run each query on a read-only connection, closed before returning.
+
+    Args:
+        db_path: the DuckDB file written by `eachlabs-pipeline load` (or `demo`).
+        dataset: schema of the views.
+        queries: name -> SQL; `{schema}` in the SQL is replaced by the quoted dataset name.
+        views: views that must exist in the schema before anything is read.
+
+    Returns:
+        name -> DataFrame, in the order of `queries`.
+
+    Raises:
+        ConfigError: the file is missing, is not a DuckDB file, is locked by a writer, or
+            lacks some of `views`; the message says what to do.
     """
-    with duckdb.connect(str(db_path), read_only=True) as connection:
-        frame = connection.execute(query).df()
-    return frame.to_string(index=False)
+    path = Path(db_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"no DuckDB file at {path}: run `make demo` or `eachlabs-pipeline load --db {path}` "
+            "first"
+        )
+    try:
+        connection = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"cannot open {path} read-only ({first_line}); if a load is writing to it, "
+            "try again when it has finished"
+        ) from None
+    try:
+        present = {
+            name
+            for (name,) in connection.execute(
+                "select table_name from information_schema.tables "
+                "where table_schema = ? and table_type = 'VIEW'",
+                [dataset],
+            ).fetchall()
+        }
+        missing = [view for view in views if view not in present]
+        if missing:
+            raise ConfigError(
+                f"{path} lacks the views {', '.join(missing)} in schema {dataset!r}: run "
+                f"`eachlabs-pipeline views --db {path} --dataset {dataset}` (or load into it "
+                "first)"
+            )
+        schema = _quote(dataset)
+        return {
+            name: connection.execute(sql.replace("{schema}", schema)).df()
+            for name, sql in queries.items()
+        }
+    finally:
+        connection.close()
+
+
+def read_report(db_path: Path | str, dataset: str) -> dict[str, pd.DataFrame]:
+    """The headline table and the recent changes, as `read_frames` reads them."""
+    return read_frames(
+        db_path,
+        dataset,
+        {"headline": HEADLINE_SQL, "recent_changes": RECENT_CHANGES_SQL},
+    )
+
+
+def _group_label(step_type: object, model: object) -> str:
+    if isinstance(model, str):
+        return model
+    if isinstance(step_type, str):
+        return f"({step_type} steps)"
+    return "(steps without metadata)"
+
+
+def _seconds(value: object) -> str:
+    return "-" if pd.isna(value) else f"{value:.1f}"
+
+
+def _percent(value: object) -> str:
+    return "-" if pd.isna(value) else f"{100 * value:.1f}%"
+
+
+def _interval(low: object, high: object) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "-"
+    return f"{100 * low:.1f}-{100 * high:.1f}%"
+
+
+def format_headline(headline: pd.DataFrame) -> str:
+    """The headline table as text: one line per model (non-model steps last)."""
+    rows = [
+        {
+            "model": _group_label(row.step_type, row.model),
+            "finished": int(row.finished_steps),
+            "failed": int(row.failed_steps),
+            "failure": _percent(row.failure_rate) + ("*" if row.is_low_sample else ""),
+            "95% interval": _interval(row.failure_rate_low, row.failure_rate_high),
+            "timed": 0 if pd.isna(row.timed_steps) else int(row.timed_steps),
+            "p50 s": _seconds(row.p50_seconds),
+            "p95 s": _seconds(row.p95_seconds),
+        }
+        for row in headline.itertuples(index=False)
+    ]
+    if not rows:
+        return "no steps in this dataset yet"
+    text = pd.DataFrame(rows).to_string(index=False)
+    if headline["is_low_sample"].any():
+        text += "\n" + _LOW_SAMPLE_NOTE
+    return text
+
+
+def format_recent_changes(recent: pd.DataFrame) -> str:
+    """The rows of model_recent_changes with a flag set, as text; a sentence when none."""
+    if recent.empty:
+        return "no steps in the last 35 days of the data: nothing to compare"
+    window = (
+        f"last 7 days to {recent['window_end_at'].iloc[0]:%Y-%m-%d %H:%M} UTC against the 28 "
+        "days before"
+    )
+    worse = recent[recent["latency_regressed"] | recent["failures_regressed"]]
+    if worse.empty:
+        return (
+            f"nothing got worse ({window}): no p95 latency rose by 20% or more with at least "
+            "30 timed steps in both windows, and no failure rate's 95% interval moved "
+            "entirely above its earlier one"
+        )
+    rows = []
+    for row in worse.itertuples(index=False):
+        what = [
+            name
+            for name, flag in (
+                ("latency", row.latency_regressed),
+                ("failures", row.failures_regressed),
+            )
+            if flag
+        ]
+        rows.append(
+            {
+                "model": _group_label(row.step_type, row.model),
+                "got worse": " + ".join(what),
+                "p95 s before": _seconds(row.earlier_p95_seconds),
+                "p95 s now": _seconds(row.recent_p95_seconds),
+                "change": "-" if pd.isna(row.p95_change) else f"{100 * row.p95_change:+.0f}%",
+                "timed before/now": f"{row.earlier_timed_steps}/{row.recent_timed_steps}",
+                "failure before": _percent(row.earlier_failure_rate)
+                + f" ({_interval(row.earlier_failure_rate_low, row.earlier_failure_rate_high)})",
+                "failure now": _percent(row.recent_failure_rate)
+                + f" ({_interval(row.recent_failure_rate_low, row.recent_failure_rate_high)})",
+                "finished before/now": f"{row.earlier_finished_steps}/{row.recent_finished_steps}",
+            }
+        )
+    return f"{window}:\n" + pd.DataFrame(rows).to_string(index=False)
+
+
+def terminal_report(db_path: Path | str, dataset: str) -> str:
+    """What `eachlabs-pipeline report` prints: the headline table, then what got worse."""
+    frames = read_report(db_path, dataset)
+    return "\n".join(
+        [
+            f"Model performance (views in schema {dataset} of {db_path}):",
+            format_headline(frames["headline"]),
+            "Failure = failed / (completed + failed) steps, with its 95% Wilson interval; "
+            "latency percentiles over the timed (completed) steps.",
+            "",
+            "What got worse:",
+            format_recent_changes(frames["recent_changes"]),
+        ]
+    )

@@ -576,7 +576,7 @@ def test_views_command_reapplies_the_views(simulator_factory, workspace) -> None
         connection.execute("drop view eachlabs.model_failure_rates")
     result = workspace.run("views", "--db", str(workspace.db_path))
     assert result.returncode == 0, result.stderr
-    assert "applied 8 views in schema eachlabs" in result.stdout
+    assert "applied 9 views in schema eachlabs" in result.stdout
     assert workspace.query("select model, completed_steps from eachlabs.model_failure_rates") == [
         ("m", 1)
     ]
@@ -593,7 +593,7 @@ def test_demo_loads_generated_executions_and_prints_the_model_table(workspace) -
     result = workspace.run("demo", "--executions", "60", "--seed", "5", "--db", str(db_path))
     assert result.returncode == 0, result.stderr
     assert "requested 60, loaded 60" in result.stdout
-    assert "Model performance" in result.stdout and "failure_pct" in result.stdout
+    assert "Model performance" in result.stdout and "What got worse:" in result.stdout
     with duckdb.connect(str(db_path), read_only=True) as connection:
         [(executions,)] = connection.execute("select count(*) from eachlabs.executions").fetchall()
         models = connection.execute(

@@ -34,6 +34,7 @@ REPORTING_VIEWS = [
     "model_daily_performance",
     "model_error_causes",
     "model_failure_rates",
+    "model_recent_changes",
     "step_latency_by_model",
     "step_latency_by_model_version",
     "workflow_performance",
@@ -662,6 +663,7 @@ GRAINS = {
     "model_daily_performance": ["started_date", "step_type", "model"],
     "workflow_performance": ["workflow_id"],
     "model_error_causes": ["step_type", "model", "error", "error_cause"],
+    "model_recent_changes": ["step_type", "model"],
 }
 NOT_NULL = {
     "execution_runs": ["execution_id", "workflow_id", "status"],
@@ -683,6 +685,9 @@ COUNTS = {
     "workflow_performance": ["total_executions", "completed_executions", "failed_executions"]
     + ["cancelled_executions", "running_executions", "finished_executions"],
     "model_error_causes": ["failed_steps"],
+    "model_recent_changes": ["earlier_timed_steps", "earlier_finished_steps"]
+    + ["earlier_failed_steps", "recent_timed_steps", "recent_finished_steps"]
+    + ["recent_failed_steps"],
 }
 
 
@@ -916,3 +921,164 @@ def test_skewed_failures_are_counted_not_timed(load_payloads: Callable[..., Path
     db = load_payloads(payloads)
     row = one_row(db, "model_failure_rates", step_type="model", model="m-skew")
     assert_row(row, dict(failed_steps=3, failure_seconds_p50=6.0, skewed_failed_steps=1))
+
+
+# --- model_recent_changes: the last 7 days against the 28 before --------------------------
+
+# The latest step of the dataset starts at END (m-new's last step): the recent window is
+# (END - 7 days, END], the earlier one (END - 35 days, END - 7 days].
+END = datetime(2026, 1, 29, 12, 0, tzinfo=UTC)
+RECENT_FROM = datetime(2026, 1, 22, 12, 0, tzinfo=UTC)
+EARLIER_FROM = datetime(2025, 12, 25, 12, 0, tzinfo=UTC)
+
+
+def window_execution(
+    execution_id: str, model: str, first_start: str, outcomes: list[float | str]
+) -> dict[str, Any]:
+    """One execution of `model` steps a minute apart from `first_start`: a number is a
+    completed step of that many seconds, "failed" a failed step of 1 s."""
+    first = datetime.fromisoformat(first_start)
+    steps = []
+    for i, outcome in enumerate(outcomes):
+        start = datetime.fromtimestamp(first.timestamp() + 60 * i, tz=UTC)
+        at = start.isoformat().replace("+00:00", "Z")
+        if outcome == "failed":
+            steps.append(step(f"s{i:02d}", "failed", model=model, **timed(at, 1), error="E"))
+        else:
+            steps.append(step(f"s{i:02d}", "completed", model=model, **timed(at, outcome)))
+    return execution(execution_id, steps, started_at=first_start, completed_at=None)
+
+
+EARLIER_DAY = "2026-01-10T00:00:00Z"
+RECENT_DAY = "2026-01-25T00:00:00Z"
+
+
+def recent_changes_payloads() -> list[dict[str, Any]]:
+    windows = {
+        # p95 10 s -> 12 s: exactly +20% with 30 timed steps in each window.
+        "m-plus20": ([10] * 30, [12] * 30),
+        # 10 s -> 11.9 s: +19%, under the threshold.
+        "m-plus19": ([10] * 30, [11.9] * 30),
+        # +100%, but fewer than 30 timed steps in one window.
+        "m-few-earlier": ([10] * 29, [20] * 30),
+        "m-few-recent": ([10] * 30, [20] * 29),
+        # 1 failure of 40 -> 10 of 20: the intervals do not overlap.
+        "m-failing": ([1] * 39 + ["failed"], [1] * 10 + ["failed"] * 10),
+        # 1 of 40 -> 3 of 20: a higher rate, but the intervals overlap.
+        "m-overlap": ([1] * 39 + ["failed"], [1] * 17 + ["failed"] * 3),
+        # Only in one window.
+        "m-gone": ([2, 4, 6], []),
+    }
+    payloads = []
+    for model, (earlier, recent) in windows.items():
+        payloads.append(window_execution(f"{model}-earlier", model, EARLIER_DAY, earlier))
+        if recent:
+            payloads.append(window_execution(f"{model}-recent", model, RECENT_DAY, recent))
+    # Only in the recent window; its second step (at END) is the latest of the dataset.
+    payloads.append(window_execution("m-new-recent", "m-new", "2026-01-29T11:59:00Z", [5, 7]))
+    # On the boundaries: exactly at RECENT_FROM is the earlier window, exactly at
+    # EARLIER_FROM is outside both, a second later is inside the earlier one.
+    payloads += [
+        window_execution("edge-1", "m-edge", "2026-01-22T12:00:00Z", [3]),
+        window_execution("edge-2", "m-edge", "2025-12-25T12:00:00Z", [100]),
+        window_execution("edge-3", "m-edge", "2025-12-25T12:00:01Z", [5]),
+    ]
+    # Older than both windows: no row at all.
+    payloads.append(window_execution("ancient-1", "m-ancient", "2025-12-20T00:00:00Z", [1]))
+    return payloads
+
+
+@pytest.fixture
+def recent_db(load_payloads: Callable[..., Path]) -> Path:
+    if "recent" not in _LOADED or not _LOADED["recent"].exists():
+        _LOADED["recent"] = load_payloads(recent_changes_payloads())
+    return _LOADED["recent"]
+
+
+NO_FAILURES_OF_30 = dict(failed_steps=0, failure_rate=0.0, failure_rate_low=0.0,
+    failure_rate_high=Z**2 / (30 + Z**2))  # fmt: skip
+
+
+def windows(earlier: dict[str, Any], recent: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{f"earlier_{k}": v for k, v in earlier.items()},
+        **{f"recent_{k}": v for k, v in recent.items()},
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("m-plus20", dict(**windows(
+            dict(timed_steps=30, finished_steps=30, p50_seconds=10.0, p95_seconds=10.0,
+                **NO_FAILURES_OF_30),
+            dict(timed_steps=30, finished_steps=30, p50_seconds=12.0, p95_seconds=12.0,
+                **NO_FAILURES_OF_30)),
+            p95_change=0.2, latency_regressed=True, failures_regressed=False)),
+        ("m-plus19", dict(earlier_p95_seconds=10.0, recent_p95_seconds=11.9, p95_change=0.19,
+            latency_regressed=False, failures_regressed=False)),
+        ("m-few-earlier", dict(earlier_timed_steps=29, recent_timed_steps=30, p95_change=1.0,
+            latency_regressed=False)),
+        ("m-few-recent", dict(earlier_timed_steps=30, recent_timed_steps=29, p95_change=1.0,
+            latency_regressed=False)),
+        ("m-failing", dict(**windows(
+            dict(timed_steps=39, finished_steps=40, failed_steps=1, failure_rate=1 / 40,
+                failure_rate_low=wilson(1, 40)[0], failure_rate_high=wilson(1, 40)[1]),
+            dict(timed_steps=10, finished_steps=20, failed_steps=10, failure_rate=0.5,
+                failure_rate_low=wilson(10, 20)[0], failure_rate_high=wilson(10, 20)[1])),
+            p95_change=0.0, latency_regressed=False, failures_regressed=True)),
+        ("m-overlap", dict(recent_failure_rate=3 / 20, recent_failure_rate_low=wilson(3, 20)[0],
+            earlier_failure_rate_high=wilson(1, 40)[1], failures_regressed=False)),
+        # No data in the recent window: counts 0, figures null, flags false.
+        # 2, 4, 6 s: p95 at h = 1.9 -> 4 + 0.9 * 2.
+        ("m-gone", dict(**windows(
+            dict(timed_steps=3, finished_steps=3, p50_seconds=4.0, p95_seconds=5.8,
+                failed_steps=0, failure_rate=0.0),
+            dict(timed_steps=0, finished_steps=0, failed_steps=0, p50_seconds=None,
+                p95_seconds=None, failure_rate=None, failure_rate_low=None,
+                failure_rate_high=None)),
+            p95_change=None, latency_regressed=False, failures_regressed=False)),
+        # No data in the earlier window; 5, 7 s: p95 5 + 0.95 * 2.
+        ("m-new", dict(**windows(
+            dict(timed_steps=0, finished_steps=0, failed_steps=0, p50_seconds=None,
+                p95_seconds=None, failure_rate=None, failure_rate_low=None,
+                failure_rate_high=None),
+            dict(timed_steps=2, finished_steps=2, p50_seconds=6.0, p95_seconds=6.9)),
+            p95_change=None, latency_regressed=False, failures_regressed=False)),
+        # 3 s at RECENT_FROM and 5 s a second after EARLIER_FROM; the 100 s step is out.
+        ("m-edge", dict(earlier_timed_steps=2, earlier_p50_seconds=4.0, recent_timed_steps=0,
+            recent_finished_steps=0)),
+    ],
+)  # fmt: skip
+def test_model_recent_changes_matches_hand_computed_figures(
+    recent_db: Path, model: str, expected: dict[str, Any]
+) -> None:
+    row = one_row(recent_db, "model_recent_changes", step_type="model", model=model)
+    assert_row(row, {"window_end_at": END, "recent_from_at": RECENT_FROM,
+                     "earlier_from_at": EARLIER_FROM, **expected})  # fmt: skip
+
+
+def test_model_recent_changes_leaves_out_models_older_than_both_windows(recent_db: Path) -> None:
+    models = [
+        row["model"] for row in query(recent_db, "select model from eachlabs.model_recent_changes")
+    ]
+    assert "m-ancient" not in models
+    assert len(models) == 9
+
+
+def test_model_recent_changes_rates_lie_within_their_wilson_intervals(recent_db: Path) -> None:
+    for window in ("earlier", "recent"):
+        rate = f"{window}_failure_rate"
+        violations = query(
+            recent_db,
+            f"""
+            select * from eachlabs.model_recent_changes
+            where not (
+                ({rate} is null and {rate}_low is null and {rate}_high is null
+                    and {window}_finished_steps = 0)
+                or (0 <= {rate}_low and {rate}_low <= {rate} and {rate} <= {rate}_high
+                    and {rate}_high <= 1)
+            )
+            """,
+        )
+        assert violations == []

@@ -34,6 +34,10 @@ MIN_FINISHED_AGE_S = 3 * 3600
 DEFAULT_RUNNING_SHARE = 0.10
 BULK_SHARE = 0.12
 CANCEL_RATE = 0.02
+#: Executions started this long before the start time, or later, are "recent": the models with
+#: `recent_*` settings behave worse in them, so that the report's "what got worse" table (the
+#: last 7 days against the 28 before) has something to show.
+RECENT_PERIOD_S = 6 * 24 * 3600
 _LATENCY_CAP_FACTOR = 20.0
 _EPOCH = datetime(1970, 1, 1)
 
@@ -43,7 +47,11 @@ _EPOCH = datetime(1970, 1, 1)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model of the catalogue with its latency distribution (lognormal) and failure rate."""
+    """A model of the catalogue with its latency distribution (lognormal) and failure rate.
+
+    `recent_latency_factor` and `recent_failure_rate` apply instead in recent executions (see
+    `RECENT_PERIOD_S`): a model that got slower or started failing more in its last week.
+    """
 
     slug: str
     kind: str  # llm | image | video | audio
@@ -51,6 +59,8 @@ class ModelSpec:
     median_latency_s: float
     latency_sigma: float
     failure_rate: float
+    recent_latency_factor: float = 1.0
+    recent_failure_rate: float | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -59,8 +69,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("openai-chatgpt-5", "llm", ("0.0.1", "0.0.2"), 4.0, 0.5, 0.01),
         ModelSpec("anthropic-claude-sonnet-4-5", "llm", ("0.0.1",), 6.0, 0.6, 0.01),
         ModelSpec("gemini-2-5-flash", "llm", ("0.0.1",), 1.5, 0.4, 0.005),
-        ModelSpec("flux-1-1-pro", "image", ("0.0.1",), 12.0, 0.5, 0.02),
-        ModelSpec("nano-banana-pro", "image", ("0.0.1", "0.0.2"), 25.0, 0.6, 0.03),
+        # Started failing more in its last week (an upstream provider outage).
+        ModelSpec("flux-1-1-pro", "image", ("0.0.1",), 12.0, 0.5, 0.02, recent_failure_rate=0.25),
+        # Got slower in its last week (every latency drawn 1.8 times longer).
+        ModelSpec("nano-banana-pro", "image", ("0.0.1", "0.0.2"), 25.0, 0.6, 0.03, 1.8),
         ModelSpec("seedream-4-0", "image", ("0.0.1",), 18.0, 0.5, 0.02),
         ModelSpec("kling-3-0", "video", ("0.0.1", "0.1.0"), 180.0, 0.5, 0.06),
         ModelSpec("veo-3", "video", ("0.0.1",), 120.0, 0.45, 0.08),
@@ -309,7 +321,7 @@ class Dataset:
                 self.bulk_ranges[bulk_id] = (first, first + size)
             is_live = rng.random() < running_share
             if is_live:
-                # Started a fraction of a typical run ago; the plan stretches the timeline if
+                # Started a fraction of a typical run ago; the plan delays the steps if
                 # the draw would have it finish before the start time.
                 base_us = self.start_us - int(
                     rng.uniform(0.05, 0.9) * workflow.expected_duration_us
@@ -368,6 +380,7 @@ class Dataset:
             started_us=self.started_us[index],
             precision=self.precision_of[index],
             live_until_us=self.start_us if self.is_live[index] else None,
+            is_recent=self.started_us[index] >= self.start_us - RECENT_PERIOD_S * US,
         )
 
 
@@ -381,6 +394,7 @@ def _plan_execution(
     started_us: int,
     precision: int,
     live_until_us: int | None,
+    is_recent: bool = False,
 ) -> ExecutionPlan:
     spec = workflow.spec
     tz_minutes = rng.choices([None, 0, 180, -330, 330, -480], [10, 2, 2, 1, 1, 1])[0]
@@ -393,10 +407,12 @@ def _plan_execution(
     for step_spec in spec.steps:
         ready_us = max((relative[dep][1] for dep in step_spec.depends_on), default=0)
         gap_us = int(rng.uniform(0.05, 1.5 if not step_spec.depends_on else 0.8) * US)
-        duration_us = _latency_us(rng, step_spec)
+        duration_us = _latency_us(rng, step_spec, is_recent)
         start = ready_us + gap_us
         relative[step_spec.step_id] = (start, start + duration_us)
-        step = _plan_step(rng, step_spec, version_index, inputs, outputs, start, duration_us)
+        step = _plan_step(
+            rng, step_spec, version_index, inputs, outputs, start, duration_us, is_recent
+        )
         outputs[step_spec.step_id] = (step.output, step.primary)
         steps.append(step)
 
@@ -416,19 +432,22 @@ def _plan_execution(
     else:
         terminal_rel, terminal_status = natural_end, "completed"
 
-    stretch = 1.0
+    # A live execution that would be over by the start time waits in the queue first: its
+    # steps start later, but keep the durations their model drew (stretching the steps would
+    # make every fast model look slower in the last days).
+    queued_us = 0
     if live_until_us is not None:
         elapsed_us = live_until_us - started_us
         if terminal_rel <= elapsed_us:
             target_us = elapsed_us * rng.uniform(1.1, 2.5) + 2 * US
-            stretch = target_us / max(terminal_rel, 1)
+            queued_us = int(target_us) - terminal_rel
     # Every instant is truncated to the precision the execution is shown with, so what a
     # client reads is exactly the simulated instant and orders the same way.
     for step in steps:
-        step.start_us = _truncate(started_us + int(step.start_us * stretch), precision)
-        step.end_us = _truncate(started_us + int(step.end_us * stretch), precision)
+        step.start_us = _truncate(started_us + queued_us + step.start_us, precision)
+        step.end_us = _truncate(started_us + queued_us + step.end_us, precision)
         step.processed_us = _truncate(step.end_us + step.processed_us, precision)
-    terminal_us = _truncate(started_us + int(terminal_rel * stretch), precision)
+    terminal_us = _truncate(started_us + queued_us + terminal_rel, precision)
 
     return ExecutionPlan(
         execution_id=execution_id,
@@ -456,12 +475,15 @@ def _plan_step(
     outputs: dict[str, tuple[Any, Any]],
     start_us: int,
     duration_us: int,
+    is_recent: bool = False,
 ) -> StepPlan:
     upstream = [outputs[dep] for dep in step_spec.depends_on]
     params, output, primary, method, url = _TASK_MAKERS[step_spec.task](rng, inputs, upstream)
     if step_spec.model is not None:
         model = MODELS[step_spec.model]
         step_type, failure_rate = "model", model.failure_rate
+        if is_recent and model.recent_failure_rate is not None:
+            failure_rate = model.recent_failure_rate
         model_version = model.versions[min(version_index, len(model.versions) - 1)]
         errors = _MODEL_ERRORS
     elif step_spec.task in _HTTP_TASKS:
@@ -497,15 +519,19 @@ def _plan_step(
     )
 
 
-def _latency_us(rng: random.Random, step_spec: StepSpec) -> int:
+def _latency_us(rng: random.Random, step_spec: StepSpec, is_recent: bool = False) -> int:
+    factor = 1.0
     if step_spec.model is not None:
         model = MODELS[step_spec.model]
         median, sigma = model.median_latency_s, model.latency_sigma
+        if is_recent:
+            factor = model.recent_latency_factor
     elif step_spec.task in _HTTP_TASKS:
         median, sigma = HTTP_LATENCY[0], HTTP_LATENCY[1]
     else:
         median, sigma = PYTHON_LATENCY[0], PYTHON_LATENCY[1]
-    seconds = min(rng.lognormvariate(log(median), sigma), median * _LATENCY_CAP_FACTOR)
+    # The same draw either way, so a regression changes no other value of the execution.
+    seconds = min(rng.lognormvariate(log(median), sigma), median * _LATENCY_CAP_FACTOR) * factor
     return max(1_000, int(seconds * US))
 
 

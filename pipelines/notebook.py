@@ -1,0 +1,192 @@
+"""Execute the model performance notebook headlessly and write it out as HTML and PNGs.
+
+`make report` and `eachlabs-pipeline report --out DIR` call `render_report`. The notebook
+(`notebooks/model_performance.ipynb`) follows papermill's convention: a cell tagged
+`parameters` holds the defaults, and the values given here go into a cell tagged
+`injected-parameters` right after it, so `papermill -p db_path FILE` works the same way.
+Every figure the notebook shows carries its name in the output's metadata (`figure`), which
+is how the PNGs get their file names.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.eachlabs.errors import ConfigError
+from pipelines.report import read_frames
+
+NOTEBOOK_PATH = Path(__file__).resolve().parent.parent / "notebooks" / "model_performance.ipynb"
+
+#: The figures the notebook draws, in order; each becomes `<name>.png`.
+FIGURES = (
+    "recent_changes",
+    "latency_distribution",
+    "latency_by_version",
+    "failure_rates",
+    "daily_p95",
+    "daily_failure_rate",
+    "error_causes",
+    "workflows",
+)
+
+REPORT_EXTRA_HINT = (
+    "the notebook report needs the `report` extra: run `make report`, or "
+    "`pip install -e '.[report]'`"
+)
+
+
+class NotebookError(ConfigError):
+    """The notebook failed to run or did not produce what the report needs."""
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `render_report` wrote."""
+
+    html: Path
+    notebook: Path
+    figures: tuple[Path, ...]
+
+
+def inject_parameters(notebook: Any, parameters: dict[str, Any]) -> None:
+    """Insert a cell assigning `parameters` right after the cell tagged `parameters`."""
+    import nbformat
+
+    index = next(
+        (
+            i
+            for i, cell in enumerate(notebook.cells)
+            if "parameters" in cell.get("metadata", {}).get("tags", [])
+        ),
+        None,
+    )
+    if index is None:
+        raise NotebookError("the notebook has no cell tagged `parameters`")
+    source = "# Parameters given to this run\n" + "".join(
+        f"{name} = {value!r}\n" for name, value in parameters.items()
+    )
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    notebook.cells.insert(index + 1, cell)
+
+
+def figure_outputs(notebook: Any) -> dict[str, bytes]:
+    """name -> PNG bytes of every output carrying a `figure` name in its metadata."""
+    found: dict[str, bytes] = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("figure")
+            png = output.get("data", {}).get("image/png")
+            if name and png:
+                found[name] = base64.b64decode(png)
+    return found
+
+
+def table_outputs(notebook: Any) -> dict[str, list[dict[str, Any]]]:
+    """name -> rows of every table the notebook showed (their exact values, as JSON)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            table = output.get("data", {}).get("application/json")
+            if isinstance(table, dict) and "table" in table:
+                found[table["table"]] = table["rows"]
+    return found
+
+
+def execute_notebook(
+    parameters: dict[str, Any], notebook_path: Path = NOTEBOOK_PATH, timeout_s: int = 600
+) -> Any:
+    """Run the notebook with `parameters` in a fresh kernel; returns the executed notebook.
+
+    Raises:
+        NotebookError: the report extra is missing, or a cell raised (the message names the
+            error, not the traceback).
+    """
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+    except ImportError:
+        raise NotebookError(REPORT_EXTRA_HINT) from None
+    if not notebook_path.is_file():
+        raise NotebookError(f"no notebook at {notebook_path}: run from a checkout of the project")
+    notebook = nbformat.read(notebook_path, as_version=4)
+    inject_parameters(notebook, parameters)
+    client = NotebookClient(
+        notebook,
+        timeout=timeout_s,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook_path.parent)}},
+    )
+    try:
+        # The kernel's own log lines (e.g. ipykernel's note that it talks TCP on loopback)
+        # are not the report's business; errors in cells come back through the client.
+        client.execute(stderr=subprocess.DEVNULL)
+    except CellExecutionError as exc:
+        raise NotebookError(
+            f"the notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}"
+        ) from None
+    return notebook
+
+
+def notebook_to_html(notebook: Any) -> str:
+    """A standalone HTML page of the executed notebook: outputs only, figures embedded.
+
+    The classic template writes each figure's `alt` text; the scripts nbconvert links from a
+    CDN (require.js, MathJax, mermaid) are dropped, as the report uses none of them, so the
+    page opens offline and makes no request.
+    """
+    from bs4 import BeautifulSoup
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="classic", exclude_input=True, exclude_input_prompt=True)
+    html, _ = exporter.from_notebook_node(notebook)
+    soup = BeautifulSoup(html, features="html.parser")
+    for script in soup.find_all("script"):
+        if script.get("src") or "https://" in (script.string or ""):
+            script.decompose()
+    return str(soup)
+
+
+def render_report(
+    db_path: Path, dataset: str, out_dir: Path, parameters: dict[str, Any] | None = None
+) -> ReportFiles:
+    """Execute the notebook on `db_path` and write HTML, the executed notebook and PNGs.
+
+    Args:
+        db_path: DuckDB file with the views applied.
+        dataset: schema of the views.
+        out_dir: folder for `model_performance.html`, `model_performance.ipynb` and one
+            `<figure>.png` per figure (created if missing).
+        parameters: other notebook parameters (`start_date`, `end_date`, `models`, `top_n`).
+
+    Raises:
+        ConfigError: the file or its views are missing (checked before any kernel starts).
+        NotebookError: see `execute_notebook`, or a figure of `FIGURES` is missing.
+    """
+    read_frames(db_path, dataset, {})  # one clear line for a missing file or missing views
+    notebook = execute_notebook(
+        {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **(parameters or {})}
+    )
+    figures = figure_outputs(notebook)
+    missing = [name for name in FIGURES if name not in figures]
+    if missing:
+        raise NotebookError(f"the notebook drew no figure {', '.join(missing)}")
+
+    import nbformat
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / "model_performance.html"
+    html_path.write_text(notebook_to_html(notebook), encoding="utf-8")
+    notebook_path = out_dir / "model_performance.ipynb"
+    nbformat.write(notebook, notebook_path)
+    written = []
+    for name in FIGURES:
+        path = out_dir / f"{name}.png"
+        path.write_bytes(figures[name])
+        written.append(path)
+    return ReportFiles(html=html_path, notebook=notebook_path, figures=tuple(written))

@@ -1,0 +1,285 @@
+"""The model performance report: `eachlabs-pipeline report`, the notebook, `make report`.
+
+The end-to-end test loads a simulator dataset through the real CLI, renders the notebook
+report through the CLI (what `make report` runs), and checks the executed notebook, its
+figures, its HTML and its numbers against the views.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import nbformat
+import pytest
+
+from pipelines.notebook import FIGURES, NOTEBOOK_PATH, figure_outputs, table_outputs
+
+REPO = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC, "not a PNG file"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def view_rows(db: Path, sql: str) -> list[dict[str, Any]]:
+    with duckdb.connect(str(db), read_only=True) as connection:
+        cursor = connection.execute(sql)
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def same_number(notebook_value: Any, view_value: Any) -> bool:
+    if view_value is None:
+        return notebook_value is None
+    if isinstance(view_value, bool | int | str):
+        return notebook_value == view_value
+    return math.isclose(notebook_value, view_value, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def key(row: dict[str, Any]) -> tuple[Any, Any]:
+    return (row["step_type"], row["model"])
+
+
+# --- the notebook as committed ----------------------------------------------------------
+
+
+def test_notebook_is_committed_without_outputs() -> None:
+    notebook = nbformat.read(NOTEBOOK_PATH, as_version=4)
+    nbformat.validate(notebook)
+    dirty = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert dirty == [], (
+        f"cells {dirty} of {NOTEBOOK_PATH.name} hold outputs: clear them before committing "
+        "(e.g. `jupyter nbconvert --clear-output --inplace notebooks/model_performance.ipynb`)"
+    )
+
+
+def test_notebook_has_a_papermill_parameters_cell() -> None:
+    notebook = nbformat.read(NOTEBOOK_PATH, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    names = set(re.findall(r"^(\w+) =", tagged[0].source, re.M))
+    assert {"db_path", "dataset", "start_date", "end_date", "models"} <= names
+
+
+def test_notebook_reads_views_only() -> None:
+    """No raw table (executions, step_outputs, step_params, fetch_errors) is ever read."""
+    notebook = nbformat.read(NOTEBOOK_PATH, as_version=4)
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    for table in ("executions", "step_outputs", "step_params", "fetch_errors"):
+        assert not re.search(rf"\{{schema\}}\.{table}\b", code), f"the notebook reads {table}"
+    assert "duckdb.connect" not in code, "the notebook opens DuckDB only through read_frames"
+
+
+# --- end to end -------------------------------------------------------------------------
+
+
+# Loading and rendering take a few seconds, so they run once and the tests share the result.
+_RENDERED: dict[str, Any] = {}
+
+
+@pytest.fixture
+def rendered(workspace, simulator_factory) -> dict[str, Any]:
+    """300 simulated executions loaded through the CLI, then `report --out` on them."""
+    if not _RENDERED:
+        simulator = simulator_factory(executions=300, seed=42)
+        loaded = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
+        assert loaded.returncode == 0, loaded.stderr
+        out = workspace.root / "reports"
+        result = workspace.run(
+            "report", "--db", str(workspace.db_path), "--out", str(out),
+            env={"JUPYTER_RUNTIME_DIR": str(workspace.root / "jupyter-runtime")},
+        )  # fmt: skip
+        assert result.returncode == 0, f"report failed:\n{result.stdout}\n{result.stderr}"
+        _RENDERED.update(db=workspace.db_path, out=out, result=result)
+    return _RENDERED
+
+
+def test_report_executes_the_notebook_without_errors(rendered: dict[str, Any]) -> None:
+    notebook = nbformat.read(rendered["out"] / "model_performance.ipynb", as_version=4)
+    code_cells = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(cell.execution_count is not None for cell in code_cells)
+    errors = [o for c in code_cells for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    warnings = [
+        o.text for c in code_cells for o in c.outputs if o.get("name") == "stderr"
+    ]  # e.g. pandas or matplotlib warnings: a sign of a chart drawn wrong
+    assert warnings == []
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and str(rendered["db"].resolve()) in injected[0].source
+    assert "Traceback" not in rendered["result"].stderr
+
+
+def test_report_writes_every_figure_as_png_and_in_the_html(rendered: dict[str, Any]) -> None:
+    out: Path = rendered["out"]
+    notebook = nbformat.read(out / "model_performance.ipynb", as_version=4)
+    shown = figure_outputs(notebook)
+    assert list(shown) == list(FIGURES)
+    for name in FIGURES:
+        data = (out / f"{name}.png").read_bytes()
+        assert data == shown[name]
+        width, height = png_size(data)
+        assert width >= 600 and height >= 250, f"{name}.png is {width}x{height}"
+    html = (out / "model_performance.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img[^>]*src="data:image/png;base64,[^"]+"[^>]*>', html)
+    assert len(images) == len(FIGURES)
+    assert all(re.search(r'alt="Chart: [^"]+"', image) for image in images)
+    assert not re.search(r"<script[^>]*src=", html), "the HTML must open offline"
+    assert "What got worse" in html and "How to read this" in html
+    assert f"report written to {out / 'model_performance.html'}" in rendered["result"].stdout
+
+
+HEADLINE_FROM_VIEWS = """
+    select f.step_type, f.model, f.finished_steps, f.failed_steps, f.failure_rate,
+        f.failure_rate_low, f.failure_rate_high, f.is_low_sample,
+        l.completed_steps as timed_steps, l.p50_seconds, l.p95_seconds
+    from eachlabs.model_failure_rates f
+    join eachlabs.step_latency_by_model l
+        on f.step_type is not distinct from l.step_type and f.model is not distinct from l.model
+"""
+
+
+def test_headline_table_numbers_equal_the_views(rendered: dict[str, Any]) -> None:
+    notebook = nbformat.read(rendered["out"] / "model_performance.ipynb", as_version=4)
+    tables = table_outputs(notebook)
+    from_views = {key(row): row for row in view_rows(rendered["db"], HEADLINE_FROM_VIEWS)}
+    shown = {key(row): row for row in tables["headline"]}
+    assert set(shown) == set(from_views)
+    assert len(from_views) >= 10  # nine models plus http / python / no-metadata steps
+    for group, row in from_views.items():
+        for column, value in row.items():
+            assert same_number(shown[group][column], value), (group, column)
+
+
+def test_recent_changes_table_equals_the_view(rendered: dict[str, Any]) -> None:
+    notebook = nbformat.read(rendered["out"] / "model_performance.ipynb", as_version=4)
+    shown = {key(row): row for row in table_outputs(notebook)["recent_changes"]}
+    from_view = view_rows(
+        rendered["db"],
+        "select * exclude (window_end_at, recent_from_at, earlier_from_at) "
+        "from eachlabs.model_recent_changes",
+    )
+    assert {key(row) for row in from_view} == set(shown)
+    for row in from_view:
+        for column, value in row.items():
+            assert same_number(shown[key(row)][column], value), (key(row), column)
+
+
+def test_report_command_prints_the_headline_numbers(rendered: dict[str, Any]) -> None:
+    stdout = rendered["result"].stdout
+    assert stdout.startswith("Model performance (views in schema eachlabs of ")
+    headline = stdout.split("What got worse:")[0]
+    lines = {line.split()[0]: line for line in headline.splitlines() if line.strip()}
+    for row in view_rows(rendered["db"], HEADLINE_FROM_VIEWS + " where f.model is not null"):
+        line = lines[row["model"]]
+        assert line.split()[1:3] == [str(row["finished_steps"]), str(row["failed_steps"])]
+        assert f"{row['p50_seconds']:.1f}" in line and f"{row['p95_seconds']:.1f}" in line
+        assert f"{100 * row['failure_rate']:.1f}%" in line
+    assert "What got worse:" in stdout
+
+
+def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Path) -> None:
+    from pipelines.notebook import render_report
+
+    [(first_day, last_day)] = (
+        duckdb.connect(str(rendered["db"]), read_only=True)
+        .execute("select min(started_date) + 3, max(started_date) - 3 from eachlabs.step_runs")
+        .fetchall()
+    )
+    files = render_report(
+        rendered["db"],
+        "eachlabs",
+        tmp_path,
+        {"models": ["flux-1-1-pro"], "start_date": str(first_day), "end_date": str(last_day)},
+    )
+    notebook = nbformat.read(files.notebook, as_version=4)
+    tables = table_outputs(notebook)
+    assert {row["model"] for row in tables["headline"]} == {"flux-1-1-pro"}
+    assert {row["model"] for row in tables["recent_changes"]} == {"flux-1-1-pro"}
+    assert {row["model"] for row in tables["error_causes"]} <= {"flux-1-1-pro"}
+    assert [path.name for path in files.figures] == [f"{name}.png" for name in FIGURES]
+
+
+def test_notebook_draws_every_figure_when_nothing_matches(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    from pipelines.notebook import render_report
+
+    files = render_report(rendered["db"], "eachlabs", tmp_path, {"models": ["no-such-model"]})
+    notebook = nbformat.read(files.notebook, as_version=4)
+    tables = table_outputs(notebook)
+    assert tables["headline"] == [] and tables["recent_changes"] == []
+    assert list(figure_outputs(notebook)) == list(FIGURES)
+
+
+def test_a_failing_notebook_is_one_clear_error(rendered: dict[str, Any], tmp_path: Path) -> None:
+    from pipelines.notebook import NotebookError, render_report
+
+    with pytest.raises(NotebookError) as error:
+        render_report(rendered["db"], "eachlabs", tmp_path / "r", {"start_date": "2026-13-01"})
+    assert str(error.value) == ("the notebook failed: ValueError: month must be in 1..12")
+    assert not (tmp_path / "r").exists()
+
+
+# --- the demo data and bad input ----------------------------------------------------------
+
+
+def test_demo_data_shows_what_got_worse(workspace) -> None:
+    """`make demo`'s data (1,000 executions, seed 42): flux-1-1-pro started failing more and
+    nano-banana-pro got slower in their last week, and the terminal report says so."""
+    db = workspace.root / "demo.duckdb"
+    result = workspace.run("demo", "--executions", "1000", "--seed", "42", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    flagged = view_rows(
+        db,
+        "select model, latency_regressed, failures_regressed from eachlabs.model_recent_changes "
+        "where latency_regressed or failures_regressed order by model",
+    )
+    assert flagged == [
+        {"model": "flux-1-1-pro", "latency_regressed": False, "failures_regressed": True},
+        {"model": "nano-banana-pro", "latency_regressed": True, "failures_regressed": False},
+    ]
+    worse = result.stdout.split("What got worse:")[1]
+    assert re.search(r"^\s*flux-1-1-pro\s+failures\s", worse, re.M)
+    assert re.search(r"^\s*nano-banana-pro\s+latency\s", worse, re.M)
+    report = workspace.run("report", "--db", str(db))
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.split("What got worse:")[1] == worse
+
+
+def test_report_without_a_file_is_one_clear_line(workspace) -> None:
+    missing = workspace.root / "missing.duckdb"
+    result = workspace.run("report", "--db", str(missing), "--out", str(workspace.root / "r"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"eachlabs-pipeline: no DuckDB file at {missing}: run `make demo` or "
+        f"`eachlabs-pipeline load --db {missing}` first"
+    ]
+    assert not (workspace.root / "r").exists()
+
+
+def test_report_without_the_views_is_one_clear_line(workspace) -> None:
+    db = workspace.root / "old.duckdb"
+    with duckdb.connect(str(db)) as connection:
+        connection.execute("create schema eachlabs; create table eachlabs.executions (id int)")
+    result = workspace.run("report", "--db", str(db), "--out", str(workspace.root / "r"))
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "lacks the views step_runs, " in line and "model_recent_changes" in line
+    assert f"run `eachlabs-pipeline views --db {db} --dataset eachlabs`" in line
+    assert not (workspace.root / "r").exists()
+
+
+def test_reports_folder_is_ignored_by_git() -> None:
+    assert "reports/" in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
