@@ -71,7 +71,7 @@ def test_every_shell_command_can_be_pasted_as_is(document: str) -> None:
 
 
 def test_every_docs_page_is_linked_from_the_readme_and_every_link_exists() -> None:
-    linked = set(re.findall(r"\]\((docs/[^)#]+)\)", README))
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)\)", README))
     assert linked == {f"docs/{name}" for name in DOCS}
 
 
@@ -91,7 +91,12 @@ def test_every_flag_the_docs_name_exists() -> None:
     named: set[str] = set()
     for text in ALL_TEXTS.values():
         prose = re.sub(r"```.*?```", "", text, flags=re.S)
-        named |= set(re.findall(r"`[^`\n]*?(--[a-z][a-z-]*)", prose))
+        ours = [
+            span
+            for span in re.findall(r"`([^`\n]+)`", prose)
+            if span.startswith("--") or "eachlabs-pipeline" in span
+        ]  # not other tools' flags (jupyter's, pip's)
+        named |= {flag for span in ours for flag in re.findall(r"(--[a-z][a-z-]*)", span)}
         tool_lines = [c for c in shell_commands(text) if "eachlabs-pipeline" in c]
         named |= {flag for line in tool_lines for flag in re.findall(r"(--[a-z][a-z-]*)", line)}
     assert {
