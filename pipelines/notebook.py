@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import subprocess
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from pipelines.eachlabs.errors import ConfigError
 from pipelines.report import read_frames
 
-NOTEBOOK_PATH = Path(__file__).resolve().parent.parent / "notebooks" / "model_performance.ipynb"
+#: The repository's notebooks/ folder, shipped in the package as `pipelines.notebooks`.
+NOTEBOOK_PATH = Path(str(files("pipelines.notebooks") / "model_performance.ipynb"))
 
 #: The figures the notebook draws, in order; each becomes `<name>.png`.
 FIGURES = (
@@ -113,7 +115,7 @@ def execute_notebook(
     except ImportError:
         raise NotebookError(REPORT_EXTRA_HINT) from None
     if not notebook_path.is_file():
-        raise NotebookError(f"no notebook at {notebook_path}: run from a checkout of the project")
+        raise NotebookError(f"no notebook at {notebook_path}: reinstall eachlabs-pipeline")
     notebook = nbformat.read(notebook_path, as_version=4)
     inject_parameters(notebook, parameters)
     client = NotebookClient(

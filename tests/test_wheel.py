@@ -99,9 +99,13 @@ def test_installed_package_comes_from_the_wheel_and_imports_no_dev_package(
     location, dev_imports = result.stdout.splitlines()
     assert Path(location).is_relative_to(installed_wheel.parent)
     assert dev_imports == "[]"
-    views = _run(
+    shipped = _run(
         installed_wheel / "python", "-c",
-        "from pipelines.views import discover_views; print(len(discover_views()))",
+        "from pipelines.views import discover_views; print(len(discover_views()));"
+        "from pipelines.notebook import NOTEBOOK_PATH as nb; print(nb.is_file(), nb)",
         cwd=tmp_path,
     )  # fmt: skip
-    assert int(views.stdout) == len(list((REPO / "sql").glob("*.sql")))
+    views, notebook = shipped.stdout.splitlines()
+    assert int(views) == len(list((REPO / "sql").glob("*.sql")))
+    is_file, notebook_path = notebook.split(" ", 1)
+    assert is_file == "True" and Path(notebook_path).is_relative_to(installed_wheel.parent)

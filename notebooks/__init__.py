@@ -1,0 +1,1 @@
+"""The report notebooks, shipped in the package as `pipelines.notebooks` (package data)."""
