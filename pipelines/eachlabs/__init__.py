@@ -245,8 +245,11 @@ def _add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport)
             batch.add(execution_to_rows(result.payload or {}, int(result.finished_at * 1e6)))
             report.loaded += 1
             return
-        except (PayloadError, ValueError) as exc:  # recorded, never half-loaded
+        except PayloadError as exc:  # recorded, never half-loaded
             error = exc
+        except Exception as exc:  # a normaliser bug must not stop the run either
+            logger.debug("execution %s: normalising failed", result.execution_id, exc_info=True)
+            error = PayloadError(f"cannot normalise: {type(exc).__name__}: {exc}"[:300], 200, 1)
     status = getattr(error, "http_status", 200)
     if isinstance(error, NotFoundError):
         report.not_found += 1
