@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.eachlabs import FetchReport, settings
-from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError
+from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError, LockedError
 from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, check_target, run_load
 from pipelines.views import ViewError
@@ -24,6 +24,7 @@ DEMO_DB_PATH = Path("eachlabs_demo.duckdb")
 EXIT_OK = 0
 EXIT_FATAL = 1  # bad key, bad settings, bad usage: nothing was loaded
 EXIT_PARTIAL = 2  # loaded what it could; some IDs failed (see fetch_errors)
+EXIT_LOCKED = 3  # another load or program holds the DuckDB file; what was fetched is kept
 
 
 def _err(message: str) -> None:
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
             "fetched again unless --refresh-all is given. The API key comes from "
             "SOURCES__EACHLABS__API_KEY or [sources.eachlabs] api_key in .dlt/secrets.toml. "
             "Exit codes: 0 all loaded (or not found), 1 fatal (bad key or settings, nothing "
-            "loaded), 2 some IDs failed (see the fetch_errors table)."
+            "loaded), 2 some IDs failed (see the fetch_errors table), 3 another load or program "
+            "holds the DuckDB file (what was fetched is kept for the next run)."
         ),
     )
     load.add_argument("ids", nargs="*", metavar="ID", help="execution IDs to load")
@@ -97,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh-all",
         action="store_true",
         help="fetch every given ID again, even those already stored with a final status",
+    )
+    load.add_argument(
+        "--lock-wait",
+        type=float,
+        default=settings.DEFAULT_LOCK_WAIT_S,
+        metavar="SECONDS",
+        help="wait this long for another load into the same file to finish, then exit 3 "
+        "(default: %(default)s)",
     )
     load.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     load.set_defaults(handler=_cmd_load)
@@ -193,6 +203,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         refresh_all=args.refresh_all,
         source_options=options,
         on_progress=None if args.quiet else _print_progress,
+        lock_wait_s=args.lock_wait,
     )
     _print_summary(summary)
     return summary.exit_code
@@ -249,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or EXIT_OK)
     except AuthError as exc:
         _err(f"authentication failed, nothing was loaded: {exc}")
+    except LockedError as exc:
+        _err(str(exc))
+        return EXIT_LOCKED
     except (ConfigError, EachlabsError) as exc:
         _err(str(exc))
     except ViewError as exc:

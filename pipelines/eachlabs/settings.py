@@ -20,3 +20,5 @@ DEFAULT_BATCH_SIZE = 2000
 
 #: Statuses worth another try: rate limiting and transient server errors.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Seconds a load waits for another load into the same DuckDB file to finish (`--lock-wait`).
+DEFAULT_LOCK_WAIT_S = 30.0
