@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.eachlabs.errors import LockedError
+from pipelines.eachlabs.errors import ConfigError, LockedError
 
 _POLL_S = 0.1
 
@@ -35,7 +35,12 @@ def load_lock(db_path: Path, wait_s: float) -> Iterator[None]:
         LockedError: another process still held it after `wait_s` seconds; names its PID.
     """
     path = lock_path_for(db_path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if not db_path.parent.is_dir():
+        raise ConfigError(f"cannot create {db_path}: the folder {db_path.parent} does not exist")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the lock file {path}: {exc.strerror}") from None
     try:
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
