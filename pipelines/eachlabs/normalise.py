@@ -465,8 +465,16 @@ class ExecutionBatch:
     executions: _Columns = field(default_factory=lambda: _Columns(EXECUTIONS_SCHEMA))
     step_outputs: _Columns = field(default_factory=lambda: _Columns(STEP_OUTPUTS_SCHEMA))
     step_params: _Columns = field(default_factory=lambda: _Columns(STEP_PARAMS_SCHEMA))
+    #: Characters of text held so far: what memory a batch of big payloads grows with.
+    text_size: int = 0
 
     def add(self, rows: ExecutionRows) -> None:
+        self.text_size += sum(
+            len(value)
+            for row in (rows.execution, *rows.steps, *rows.params)
+            for value in row.values()
+            if isinstance(value, str)
+        )
         execution_id = rows.execution["execution_id"]
         tombstone = {"execution_id": execution_id, "step_id": "", "param_name": "",
                      TOMBSTONE_COLUMN: True}  # fmt: skip
