@@ -248,6 +248,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def dlt_failure_message(exc: BaseException) -> str:
+    """One line for a failure inside dlt; promises a resume only when a load is pending."""
+    step = getattr(exc, "step", "?")
+    cause = exc.__cause__ or exc
+    first_line = str(cause).splitlines()[0] if str(cause) else ""
+    message = f"dlt failed in its {step} step: {type(cause).__name__}: {first_line}."
+    message += " Run again with -v for details"
+    if getattr(exc, "has_pending_load", False):
+        message += "; what was fetched is kept and loaded by the next run"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # dlt's anonymous usage telemetry is off unless the user switches it on.
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -270,13 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineStepFailed as exc:
         if args.verbose:
             raise
-        step = getattr(exc, "step", "?")
-        cause = exc.__cause__ or exc
-        _err(
-            f"dlt failed in its {step} step: {type(cause).__name__}: "
-            f"{str(cause).splitlines()[0] if str(cause) else ''}. Run again with -v for details; "
-            "a load interrupted after fetching is finished by the next run"
-        )
+        _err(dlt_failure_message(exc))
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to finish the load")
         return 130

@@ -240,6 +240,7 @@ def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
             raise _locked(
                 None, conflict, "what was fetched is kept and loaded by the next run"
             ) from None
+        exc.has_pending_load = pipeline.has_pending_data  # type: ignore[attr-defined]
         raise
 
 
