@@ -121,7 +121,7 @@ def test_a_hang_or_a_trickle_fails_that_id_only(workspace) -> None:
     routes.update({i: serve_payload(i) for i in good})
     env = {**FAST, "SOURCES__EACHLABS__MAX_ATTEMPTS": "1"}
     env["SOURCES__EACHLABS__REQUEST_TIMEOUT_S"] = "6"
-    with HostileServer(routes) as server:
+    with HostileServer(routes, lifetime_s=60) as server:
         result = workspace.load(
             server, "hang", "trickle", *good, extra=["--quiet", "--concurrency", "1"], env=env
         )
@@ -130,6 +130,7 @@ def test_a_hang_or_a_trickle_fails_that_id_only(workspace) -> None:
     found = errors(workspace)
     assert {k: v[:2] for k, v in found.items()} == {"hang": (None, 1), "trickle": (200, 1)}
     assert "within request_timeout_s=6" in found["trickle"][2]
+    assert "ReadTimeout" in found["hang"][2]  # the server was reached: not "unreachable"
 
 
 def test_a_long_retry_after_pauses_the_whole_client(workspace) -> None:
@@ -227,3 +228,21 @@ def test_https_to_http_redirect_never_sends_the_key(workspace, tmp_path, status:
         assert plain.hits == []
     assert result.returncode == 2, result.stderr
     assert errors(workspace)["x"][:2] == (status, 1)
+
+
+def test_an_id_that_failed_in_the_latest_run_is_fetched_again(workspace) -> None:
+    """Stored as final, but failing in the latest run: not skipped by the next run."""
+    routes = {"a": serve_payload("a"), "b": serve_payload("b")}
+    with HostileServer(routes) as server:
+        assert workspace.load(server, "a", "b", extra=["--quiet"], env=FAST).returncode == 0
+        routes["a"] = serve_json({"error": "service unavailable"}, status=503)
+        failed = workspace.load(server, "a", "b", extra=["--quiet", "--refresh-all"], env=FAST)
+        assert failed.returncode == 2, failed.stderr
+        assert set(errors(workspace)) == {"a"}
+        routes["a"] = serve_payload("a")
+        server.hits.clear()
+        again = workspace.load(server, "a", "b", extra=["--quiet"], env=FAST)
+        paths = [hit.path for hit in server.hits]
+    assert again.returncode == 0, again.stderr
+    assert paths == ["/api/v1/executions/a"]  # b is final and did not fail: skipped
+    assert errors(workspace) == {}
