@@ -151,9 +151,12 @@ def test_tls_failure_is_clear_and_not_retried(workspace, tmp_path) -> None:
     with HostileServer({"a": serve_payload("a"), "b": serve_payload("b")}, tls_context=context) as (
         server
     ):
+        # No CA bundle from the machine's environment either: it would override a
+        # session-level verify=False and hide it.
         untrusted = workspace.load(
-            server, "a", "b", extra=["--quiet", "--concurrency", "1"], env=FAST
-        )
+            server, "a", "b", extra=["--quiet", "--concurrency", "1"],
+            env={**FAST, "REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": ""},
+        )  # fmt: skip
         connections = server._server.connections
         trusted = workspace.load(
             server, "a", "b", extra=["--quiet"], env={**FAST, "REQUESTS_CA_BUNDLE": str(cert)}
