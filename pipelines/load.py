@@ -249,7 +249,10 @@ def _lock_conflict(exc: BaseException) -> BaseException | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, duckdb.Error) and "lock" in str(current).lower():
+        text = str(current).lower()
+        if isinstance(current, duckdb.Error) and (
+            "could not set lock" in text or "conflicting lock" in text
+        ):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
