@@ -47,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/load_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal
+	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal eachlabs_demo.duckdb.lock

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.eachlabs import FetchReport, settings
-from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError
+from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError, LockedError
 from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.load import (
     DEFAULT_DATASET,
@@ -35,6 +35,7 @@ DEMO_DB_PATH = Path("eachlabs_demo.duckdb")
 EXIT_OK = 0
 EXIT_FATAL = 1  # bad key, bad settings, bad usage: nothing was loaded
 EXIT_PARTIAL = 2  # loaded what it could; some IDs failed (see fetch_errors)
+EXIT_LOCKED = 3  # another load or program holds the DuckDB file; what was fetched is kept
 
 
 def _err(message: str) -> None:
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
             "fetched again unless --refresh-all is given. The API key comes from "
             "SOURCES__EACHLABS__API_KEY or [sources.eachlabs] api_key in .dlt/secrets.toml. "
             "Exit codes: 0 all loaded (or not found), 1 fatal (bad key or settings, nothing "
-            "loaded), 2 some IDs failed (see the fetch_errors table)."
+            "loaded), 2 some IDs failed (see the fetch_errors table), 3 another load or program "
+            "holds the DuckDB file (what was fetched is kept for the next run)."
         ),
     )
     load.add_argument("ids", nargs="*", metavar="ID", help="execution IDs to load")
@@ -132,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--refresh-all",
         action="store_true",
         help="fetch every given ID again, even those already stored with a final status",
+    )
+    load.add_argument(
+        "--lock-wait",
+        type=float,
+        default=settings.DEFAULT_LOCK_WAIT_S,
+        metavar="SECONDS",
+        help="wait this long for another load into the same file to finish, then exit 3 "
+        "(default: %(default)s)",
     )
     load.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     load.set_defaults(handler=_cmd_load)
@@ -284,6 +294,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         refresh_all=args.refresh_all,
         source_options=options,
         on_progress=None if args.quiet else _print_progress,
+        lock_wait_s=args.lock_wait,
     )
     _print_summary(summary)
     return summary.exit_code
@@ -341,6 +352,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def dlt_failure_message(exc: BaseException) -> str:
+    """One line for a failure inside dlt; promises a resume only when a load is pending."""
+    step = getattr(exc, "step", "?")
+    cause = exc.__cause__ or exc
+    first_line = str(cause).splitlines()[0] if str(cause) else ""
+    message = f"dlt failed in its {step} step: {type(cause).__name__}: {first_line}."
+    message += " Run again with -v for details"
+    if getattr(exc, "has_pending_load", False):
+        message += "; what was fetched is kept and loaded by the next run"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # dlt's anonymous usage telemetry is off unless the user switches it on.
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -353,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or EXIT_OK)
     except AuthError as exc:
         _err(f"authentication failed, nothing was loaded: {exc}")
+    except LockedError as exc:
+        _err(str(exc))
+        return EXIT_LOCKED
     except (ConfigError, EachlabsError) as exc:
         _err(str(exc))
     except ViewError as exc:
@@ -361,13 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineStepFailed as exc:
         if args.verbose:
             raise
-        step = getattr(exc, "step", "?")
-        cause = exc.__cause__ or exc
-        _err(
-            f"dlt failed in its {step} step: {type(cause).__name__}: "
-            f"{str(cause).splitlines()[0] if str(cause) else ''}. Run again with -v for details; "
-            "a load interrupted after fetching is finished by the next run"
-        )
+        _err(dlt_failure_message(exc))
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to finish the load")
         return 130

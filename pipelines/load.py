@@ -17,8 +17,9 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.eachlabs import FetchReport, eachlabs_source, settings
-from pipelines.eachlabs.errors import ConfigError, EachlabsError
+from pipelines.eachlabs.errors import ConfigError, EachlabsError, LockedError
 from pipelines.eachlabs.ids import select_ids
+from pipelines.lock import load_lock
 from pipelines.views import apply_views
 
 #: Not `eachlabs.duckdb`: DuckDB names the database (catalog) after the file, and a catalog
@@ -112,6 +113,8 @@ def connect_duckdb(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPy
     try:
         return duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.Error as exc:
+        if _lock_conflict(exc):
+            raise _locked(db_path, exc, "nothing was changed") from None
         reason = str(exc).splitlines()[0]
         if "not a valid DuckDB database file" in reason:
             raise ConfigError(
@@ -170,7 +173,13 @@ def stored_final_ids(db_path: Path, dataset: str) -> set[str]:
     if not db_path.exists():
         return set()
     statuses = ", ".join(f"'{s}'" for s in sorted(settings.TERMINAL_STATUSES))
-    with duckdb.connect(str(db_path), read_only=True) as connection:
+    try:
+        connection = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.Error as exc:
+        if _lock_conflict(exc):
+            raise _locked(db_path, exc, "nothing was fetched") from None
+        raise
+    with connection:
         tables = {
             row[0]
             for row in connection.execute(
@@ -194,6 +203,7 @@ def run_load(
     refresh_all: bool = False,
     source_options: dict[str, Any] | None = None,
     on_progress: Callable[[FetchReport], None] | None = None,
+    lock_wait_s: float = settings.DEFAULT_LOCK_WAIT_S,
 ) -> LoadSummary:
     """Fetch the given executions and merge them into the DuckDB file, then apply the views.
 
@@ -205,10 +215,13 @@ def run_load(
         source_options: Explicit `eachlabs_source` arguments (flags); the rest come from
             dlt config (environment, then .dlt/*.toml).
         on_progress: Called now and then with the counts while fetching.
+        lock_wait_s: How long to wait for another load into the same file to finish.
 
     Raises:
         AuthError: the API refused the key; nothing was loaded.
         ConfigError: a setting is missing or invalid.
+        LockedError: another load holds the file past `lock_wait_s`, or another program
+            holds DuckDB's lock on it; what was fetched is kept for the next run.
     """
     check_target(db_path, dataset)
     ids = list(ids)
@@ -216,6 +229,19 @@ def run_load(
         # An empty list is not an error (an upstream export found nothing new), but it must not
         # empty fetch_errors or touch any other table either.
         return LoadSummary(no_ids=True)
+    # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
+    with load_lock(db_path, lock_wait_s):
+        return _run_load(ids, db_path, dataset, refresh_all, source_options, on_progress)
+
+
+def _run_load(
+    ids: Iterable[str],
+    db_path: Path,
+    dataset: str,
+    refresh_all: bool,
+    source_options: dict[str, Any] | None,
+    on_progress: Callable[[FetchReport], None] | None,
+) -> LoadSummary:
     open_target(db_path)
     # dlt keeps a full copy of each merged table in `<dataset>_staging`; empty it after each
     # load (a user's own dlt config may still say otherwise).
@@ -259,7 +285,16 @@ def run_load(
         raise ConfigError(str(exc)) from None
     _run_pipeline(pipeline, source)
 
-    with duckdb.connect(str(db_path)) as connection:
+    try:
+        connection = duckdb.connect(str(db_path))
+    except duckdb.Error as exc:
+        if _lock_conflict(exc):
+            raise _locked(
+                db_path, exc, "the data is loaded but the views were not re-applied "
+                "(run `eachlabs-pipeline views`)",
+            ) from None  # fmt: skip
+        raise
+    with connection:
         summary.views = apply_views(connection, dataset)
 
     summary.elapsed_s = time.monotonic() - started
@@ -274,7 +309,38 @@ def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
         cause = _own_cause(exc)
         if cause is not None:
             raise cause from None
+        conflict = _lock_conflict(exc)
+        if conflict is not None:
+            raise _locked(
+                None, conflict, "what was fetched is kept and loaded by the next run"
+            ) from None
+        exc.has_pending_load = pipeline.has_pending_data  # type: ignore[attr-defined]
         raise
+
+
+def _lock_conflict(exc: BaseException) -> BaseException | None:
+    """DuckDB's "could not set lock" error behind `exc` (dlt wraps it), if that is the cause."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        text = str(current).lower()
+        if isinstance(current, duckdb.Error) and (
+            "could not set lock" in text or "conflicting lock" in text
+        ):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _locked(db_path: Path | None, conflict: BaseException, outcome: str) -> LockedError:
+    holder = re.search(r"PID \d+", str(conflict))
+    held_by = f" ({holder.group(0)})" if holder else ""
+    target = f"the DuckDB file {db_path}" if db_path else "the DuckDB file"
+    return LockedError(
+        f"another program{held_by} holds {target}; DuckDB allows one writer "
+        f"at a time, or readers only: {outcome}. Close the other connection and run again"
+    )
 
 
 def _own_cause(exc: BaseException) -> EachlabsError | KeyboardInterrupt | None:

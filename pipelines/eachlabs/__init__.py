@@ -150,6 +150,7 @@ def eachlabs_source(
     backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
     max_retry_delay_s: float = settings.DEFAULT_MAX_RETRY_DELAY_S,
     batch_size: int = settings.DEFAULT_BATCH_SIZE,
+    batch_max_bytes: int = settings.DEFAULT_BATCH_MAX_BYTES,
     rejected_ids: dict[str, str] | None = None,
     report: FetchReport | None = None,
     on_progress: Callable[[FetchReport], None] | None = None,
@@ -165,6 +166,8 @@ def eachlabs_source(
         rejected_ids: IDs refused before sending (ID -> reason), recorded in fetch_errors.
         report: Filled with the run's counts and errors.
         on_progress: Called now and then with the report while fetching.
+        batch_size, batch_max_bytes: A columnar batch is handed to dlt when it holds this
+            many executions or about this many bytes of text, whichever comes first.
     """
     if not 1 <= concurrency <= settings.MAX_CONCURRENCY:
         raise ValueError(f"concurrency must be between 1 and {settings.MAX_CONCURRENCY}")
@@ -175,8 +178,8 @@ def eachlabs_source(
             f"request_timeout_s ({request_timeout_s:g}) must be at least long_poll_timeout_s "
             f"+ 5 ({long_poll_timeout_s + 5}): the API may hold a request that long"
         )
-    if max_attempts < 1 or batch_size < 1:
-        raise ValueError("max_attempts and batch_size must be at least 1")
+    if max_attempts < 1 or batch_size < 1 or batch_max_bytes < 1:
+        raise ValueError("max_attempts, batch_size and batch_max_bytes must be at least 1")
     if backoff_base_s < 0 or max_retry_delay_s < 0:
         raise ValueError("backoff_base_s and max_retry_delay_s must not be negative")
     report = report if report is not None else FetchReport()
@@ -194,7 +197,7 @@ def eachlabs_source(
     @dlt.resource(selected=False)
     def fetched_batches() -> Iterator[TableBatch]:
         yield from _fetch_batches(
-            client, list(execution_ids), concurrency, batch_size,
+            client, list(execution_ids), concurrency, (batch_size, batch_max_bytes),
             rejected_ids or {}, report, on_progress,
         )  # fmt: skip
 
@@ -205,7 +208,7 @@ def _fetch_batches(
     client: EachlabsClient,
     execution_ids: list[str],
     concurrency: int,
-    batch_size: int,
+    batch_limits: tuple[int, int],
     rejected_ids: dict[str, str],
     report: FetchReport,
     on_progress: Callable[[FetchReport], None] | None,
@@ -216,13 +219,14 @@ def _fetch_batches(
     for execution_id, reason in rejected_ids.items():
         report.errors.append(_error_row(execution_id, None, reason, 0, now))
 
+    batch_size, batch_max_bytes = batch_limits
     batch = ExecutionBatch()
     last_progress = time.monotonic()
     has_shown_progress = False
     try:
         for result in client.fetch_many(execution_ids, concurrency):
             _add_result(batch, result, report)
-            if len(batch) >= batch_size:
+            if len(batch) >= batch_size or batch.text_size >= batch_max_bytes:
                 yield TableBatch(tables=batch.to_arrow())
                 batch = ExecutionBatch()
             if on_progress and time.monotonic() - last_progress >= 2.0:
@@ -245,8 +249,11 @@ def _add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport)
             batch.add(execution_to_rows(result.payload or {}, int(result.finished_at * 1e6)))
             report.loaded += 1
             return
-        except (PayloadError, ValueError) as exc:  # recorded, never half-loaded
+        except PayloadError as exc:  # recorded, never half-loaded
             error = exc
+        except Exception as exc:  # a normaliser bug must not stop the run either
+            logger.debug("execution %s: normalising failed", result.execution_id, exc_info=True)
+            error = PayloadError(f"cannot normalise: {type(exc).__name__}: {exc}"[:300], 200, 1)
     status = getattr(error, "http_status", 200)
     if isinstance(error, NotFoundError):
         report.not_found += 1

@@ -13,6 +13,10 @@ class ConfigError(EachlabsError):
     """A setting is missing or invalid."""
 
 
+class LockedError(EachlabsError):
+    """Another process holds the DuckDB file (our load lock or DuckDB's own file lock)."""
+
+
 class InvalidIdError(EachlabsError):
     """An execution ID is not a single safe URL path segment; it is never sent."""
 
@@ -36,7 +40,22 @@ class NotFoundError(FetchError):
 
 
 class TransientError(FetchError):
-    """Rate limiting, server errors, time-outs or dropped connections that outlived the retries."""
+    """Rate limiting, server errors, time-outs or dropped connections that outlived the retries.
+
+    Attributes:
+        has_reached_server: False when no attempt even connected (refused, unknown host).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        http_status: int | None,
+        attempts: int,
+        *,
+        has_reached_server: bool = True,
+    ) -> None:
+        super().__init__(message, http_status, attempts)
+        self.has_reached_server = has_reached_server
 
 
 class PayloadError(FetchError):

@@ -186,30 +186,59 @@ def parse_timestamp_us(value: Any, what: str) -> int | None:
 
     Offsets such as `+03:00` are applied, digits beyond microseconds are truncated, and a
     timestamp without an offset is taken as UTC.
+
+    Raises:
+        PayloadError: not a string, not RFC 3339, or beyond what a datetime can hold (e.g.
+            the leap second `9999-12-31T23:59:60Z`).
     """
     if value is None:
         return None
     if not isinstance(value, str):
-        raise PayloadError(f"{what} is not a timestamp string: {value!r}", 200, 1)
+        raise PayloadError(f"{what} is not a timestamp string: {value!r:.60}", 200, 1)
     text = value.upper()
     leap_second = _LEAP_SECOND.search(text)
     if leap_second:  # RFC 3339 allows :60; Python does not. Count it as the next second.
         text = text[: leap_second.start()] + ":59" + text[leap_second.end() :]
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if leap_second:
+            parsed += timedelta(seconds=1)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return (parsed - _EPOCH) // _MICROSECOND
+    except (ValueError, OverflowError):
         raise PayloadError(f"{what} is not an RFC 3339 timestamp: {value[:60]!r}", 200, 1) from None
-    if leap_second:
-        parsed += timedelta(seconds=1)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return (parsed - _EPOCH) // _MICROSECOND
 
 
-def _optional_str(value: Any, what: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise PayloadError(f"{what} must be a string, got {json_type(value)}", 200, 1)
+class _Drift:
+    """Known fields whose value is of another kind than expected (type drift).
+
+    Such a value is kept losslessly in the row's `extra_fields` (its column stays null)
+    instead of rejecting the whole execution, which would block it on every run.
+    """
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        self.source = source
+        self.kept: dict[str, Any] = {}
+
+    def text(self, key: str) -> str | None:
+        value = self.source.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        self.kept[key] = value
+        return None
+
+    def timestamp(self, key: str) -> int | None:
+        try:
+            return parse_timestamp_us(self.source.get(key), key)
+        except PayloadError:
+            self.kept[key] = self.source.get(key)
+            return None
+
+    def extra_fields(self, known: frozenset[str]) -> str | None:
+        extra = {key: value for key, value in self.source.items() if key not in known}
+        extra.update(self.kept)
+        return to_json(extra) if extra else None
 
 
 def _number_or_none(value: Any) -> float | None:
@@ -219,11 +248,6 @@ def _number_or_none(value: Any) -> float | None:
         return float(value)
     except OverflowError:  # an integer beyond any double; kept in metadata_extra instead
         return None
-
-
-def _extra_fields(mapping: Mapping[str, Any], known: frozenset[str]) -> str | None:
-    extra = {key: value for key, value in mapping.items() if key not in known}
-    return to_json(extra) if extra else None
 
 
 @dataclass
@@ -266,41 +290,57 @@ class ExecutionRows:
 def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> ExecutionRows:
     """Convert one `ExecutionDetails` payload into its rows of the three tables.
 
+    A known field of an unexpected kind (a number for `workflow_id`, an object for a step's
+    `error`, a list for `params`, a timestamp out of range) is kept in `extra_fields` (or
+    `metadata_extra`) with a null column: the execution still loads.
+
     Raises:
-        PayloadError: the payload lacks its ID or has a field of the wrong kind.
+        PayloadError: the payload lacks its ID, holds text UTF-8 cannot store, or cannot be
+            stored as JSON (NaN, nesting too deep). Never any other exception.
     """
     execution_id = payload.get("execution_id")
     if not isinstance(execution_id, str) or not execution_id:
         raise PayloadError("payload has no execution_id string", 200, 1)
-    step_map = payload.get("step_outputs") or {}
-    if not isinstance(step_map, dict):
-        raise PayloadError(f"step_outputs must be an object, got {json_type(step_map)}", 200, 1)
-    inputs = payload.get("inputs")
+    try:
+        rows = _execution_rows(execution_id, payload, fetched_at_us)
+    except RecursionError:
+        raise PayloadError("a value is nested too deeply to store as JSON", 200, 1) from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # allow_nan=False: NaN/Infinity are not JSON and would poison a JSON column.
+        raise PayloadError(f"a value cannot be stored as JSON: {str(exc)[:200]}", 200, 1) from None
+    _check_text_is_storable(rows)
+    return rows
+
+
+def _execution_rows(
+    execution_id: str, payload: Mapping[str, Any], fetched_at_us: int
+) -> ExecutionRows:
+    drift = _Drift(payload)
+    step_map = payload.get("step_outputs")
+    if step_map is not None and not isinstance(step_map, dict):
+        drift.kept["step_outputs"] = step_map
+        step_map = None
     execution = {
         "execution_id": execution_id,
-        "workflow_id": _optional_str(payload.get("workflow_id"), "workflow_id"),
-        "bulk_id": _optional_str(payload.get("bulk_id"), "bulk_id"),
-        "status": _optional_str(payload.get("status"), "status"),
-        "started_at": parse_timestamp_us(payload.get("started_at"), "started_at"),
-        "completed_at": parse_timestamp_us(payload.get("completed_at"), "completed_at"),
-        "inputs": _json_or_null(inputs),
+        "workflow_id": drift.text("workflow_id"),
+        "bulk_id": drift.text("bulk_id"),
+        "status": drift.text("status"),
+        "started_at": drift.timestamp("started_at"),
+        "completed_at": drift.timestamp("completed_at"),
+        "inputs": _json_or_null(payload.get("inputs")),
         "output": _json_or_null(payload.get("output")),
-        "error": _optional_str(payload.get("error"), "error"),
-        "error_cause": _optional_str(payload.get("error_cause"), "error_cause"),
-        "step_count": len(step_map),
-        "extra_fields": _extra_fields(payload, KNOWN_EXECUTION_FIELDS),
+        "error": drift.text("error"),
+        "error_cause": drift.text("error_cause"),
+        "step_count": None if "step_outputs" in drift.kept else len(step_map or {}),
         "fetched_at": fetched_at_us,
     }
     steps, params = [], []
-    for position, (step_id, step) in enumerate(step_map.items()):
-        if not isinstance(step, dict):
-            raise PayloadError(f"step {step_id!r} must be an object, got {json_type(step)}", 200, 1)
+    for position, (step_id, step) in enumerate((step_map or {}).items()):
         step_row, step_params = _step_to_rows(execution_id, step_id, position, step)
         steps.append(step_row)
         params.extend(step_params)
-    rows = ExecutionRows(execution, steps, params)
-    _check_text_is_storable(rows)
-    return rows
+    execution["extra_fields"] = drift.extra_fields(KNOWN_EXECUTION_FIELDS)
+    return ExecutionRows(execution, steps, params)
 
 
 def _check_text_is_storable(rows: ExecutionRows) -> None:
@@ -331,16 +371,24 @@ def _check_text_is_storable(rows: ExecutionRows) -> None:
 
 
 def _step_to_rows(
-    execution_id: str, step_id: str, position: int, step: Mapping[str, Any]
+    execution_id: str, step_id: str, position: int, step: Any
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    where = f"step {step_id!r}"
-    metadata = step.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise PayloadError(f"{where} metadata must be an object", 200, 1)
+    if not isinstance(step, dict):
+        step = {"step": step}  # not an object at all: kept whole in extra_fields
+    drift = _Drift(step)
+    own_step_id = step.get("step_id")
+    if own_step_id is not None and own_step_id != step_id:
+        # The map key is the step's ID; a disagreeing inner step_id is kept to be seen.
+        drift.kept["step_id"] = own_step_id
+    metadata = step.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        drift.kept["metadata"] = metadata
+        metadata = None
+    metadata = metadata or {}
     model = metadata.get("model")
     step_type = "model" if isinstance(model, str) and model else metadata.get("type")
-    started_us = parse_timestamp_us(step.get("started_at"), f"{where} started_at")
-    completed_us = parse_timestamp_us(step.get("completed_at"), f"{where} completed_at")
+    started_us = drift.timestamp("started_at")
+    completed_us = drift.timestamp("completed_at")
     latency = None
     if started_us is not None and completed_us is not None:
         latency = (completed_us - started_us) / 1_000_000
@@ -367,7 +415,7 @@ def _step_to_rows(
         "execution_id": execution_id,
         "step_id": step_id,
         "step_position": position,
-        "status": _optional_str(step.get("status"), f"{where} status"),
+        "status": drift.text("status"),
         "step_type": step_type if isinstance(step_type, str) else None,
         "model": text("model") or None,
         "model_version": text("version"),
@@ -377,22 +425,22 @@ def _step_to_rows(
         "output": _json_or_null(step.get("output")),
         "primary_output": _json_or_null(step.get("primary")),
         "input": _json_or_null(step.get("input")),
-        "error": _optional_str(step.get("error"), f"{where} error"),
-        "error_cause": _optional_str(step.get("error_cause"), f"{where} error_cause"),
+        "error": drift.text("error"),
+        "error_cause": drift.text("error_cause"),
         "prediction_id": text("prediction_id"),
         "processed_at": processed_at,
         "elapsed_seconds": _number_or_none(metadata.get("elapsed_seconds")),
         "execution_time_seconds": _number_or_none(metadata.get("execution_time")),
         "http_method": text("method"),
         "http_url": text("url"),
-        "metadata_extra": to_json(metadata_extra) if metadata_extra else None,
-        "extra_fields": _extra_fields(step, KNOWN_STEP_FIELDS),
     }
     params = metadata.get("params")
-    if params is None:
-        params = {}
+    if params is not None and not isinstance(params, dict):
+        metadata_extra["params"] = params
     if not isinstance(params, dict):
-        raise PayloadError(f"{where} metadata.params must be an object", 200, 1)
+        params = {}
+    step_row["metadata_extra"] = to_json(metadata_extra) if metadata_extra else None
+    step_row["extra_fields"] = drift.extra_fields(KNOWN_STEP_FIELDS)
     param_rows = [
         {
             "execution_id": execution_id,
@@ -417,8 +465,16 @@ class ExecutionBatch:
     executions: _Columns = field(default_factory=lambda: _Columns(EXECUTIONS_SCHEMA))
     step_outputs: _Columns = field(default_factory=lambda: _Columns(STEP_OUTPUTS_SCHEMA))
     step_params: _Columns = field(default_factory=lambda: _Columns(STEP_PARAMS_SCHEMA))
+    #: Characters of text held so far: what memory a batch of big payloads grows with.
+    text_size: int = 0
 
     def add(self, rows: ExecutionRows) -> None:
+        self.text_size += sum(
+            len(value)
+            for row in (rows.execution, *rows.steps, *rows.params)
+            for value in row.values()
+            if isinstance(value, str)
+        )
         execution_id = rows.execution["execution_id"]
         tombstone = {"execution_id": execution_id, "step_id": "", "param_name": "",
                      TOMBSTONE_COLUMN: True}  # fmt: skip

@@ -17,6 +17,10 @@ DEFAULT_BACKOFF_BASE_S = 0.5
 DEFAULT_MAX_RETRY_DELAY_S = 30.0
 #: Executions normalised into one columnar batch.
 DEFAULT_BATCH_SIZE = 2000
+#: ...and at most about this much text per batch, so memory does not follow payload size.
+DEFAULT_BATCH_MAX_BYTES = 32 * 1024 * 1024
 
 #: Statuses worth another try: rate limiting and transient server errors.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Seconds a load waits for another load into the same DuckDB file to finish (`--lock-wait`).
+DEFAULT_LOCK_WAIT_S = 30.0

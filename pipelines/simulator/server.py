@@ -557,6 +557,12 @@ class _Server(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (reset, broken pipe) is normal, not a traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         with self._connections_lock:
             connections = list(self._connections)
@@ -653,7 +659,9 @@ def _fault_response(decision: FaultDecision) -> _Response:
     status = decision.status or 500
     if status == 429:
         response = _error(429, "rate limit exceeded")
-        response.headers["Retry-After"] = str(decision.retry_after_s or 1)
+        # `--retry-after 0` means 0: only a decision without any value falls back to 1.
+        retry_after = 1 if decision.retry_after_s is None else decision.retry_after_s
+        response.headers["Retry-After"] = str(retry_after)
         return response
     messages = {500: "internal server error", 502: "bad gateway", 503: "service unavailable"}
     return _error(status, messages.get(status, "simulated failure"))

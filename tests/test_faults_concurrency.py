@@ -1,0 +1,203 @@
+"""Fault suite, process side: the load lock, readers holding the file, real SIGKILLs.
+
+Real processes, a real simulator over HTTP and real DuckDB files; no timed assertions (the
+tests wait on events such as "the simulator has seen N requests", never on durations).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.simulator import FaultConfig
+
+TABLES = {
+    "executions": "select * exclude (fetched_at) from eachlabs.executions order by all",
+    "step_outputs": "select * from eachlabs.step_outputs order by all",
+    "step_params": "select * from eachlabs.step_params order by all",
+    "fetch_errors": "select * exclude (last_attempt_at) from eachlabs.fetch_errors order by all",
+}
+
+HOLD_LOAD_LOCK = """
+import sys, time
+from pathlib import Path
+from pipelines.lock import load_lock
+with load_lock(Path(sys.argv[1]), 0):
+    print("ready", flush=True)
+    time.sleep(120)
+"""
+
+HOLD_READER = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1], read_only=True)
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def tables(db_path: Path) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        return {name: connection.execute(sql).fetchall() for name, sql in TABLES.items()}
+
+
+def hold(script: str, db_path: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(db_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+def wait_for(condition, what: str, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def reference(simulator_factory, tmp_path_factory):
+    """The four tables of one uninterrupted load of the given simulator's executions."""
+
+    def load(simulator, workspace) -> dict[str, list[tuple]]:
+        root = tmp_path_factory.mktemp("reference")
+        db_path = root / "reference.duckdb"
+        result = workspace.run(
+            "load", *simulator.execution_ids, "--db", str(db_path), "--quiet",
+            "--base-url", simulator.base_url,
+            env={"SOURCES__EACHLABS__API_KEY": simulator.api_key,
+                 "DLT_DATA_DIR": str(root / "dlt")},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return tables(db_path)
+
+    return load
+
+
+def test_second_load_waits_then_exits_3_naming_the_holder(simulator, workspace) -> None:
+    holder = hold(HOLD_LOAD_LOCK, workspace.db_path)
+    try:
+        result = workspace.load(simulator, "x", extra=["--lock-wait", "0.3"])
+    finally:
+        stop(holder)
+    assert result.returncode == 3
+    assert f"another load into {workspace.db_path} is running (PID {holder.pid}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not workspace.db_path.exists()  # nothing was touched
+    assert not workspace.dlt_dir.exists()  # not even dlt's working state
+    assert simulator.request_log == []
+
+
+def test_second_load_runs_once_the_first_is_gone(simulator, workspace) -> None:
+    holder = hold(HOLD_LOAD_LOCK, workspace.db_path)
+    ids = simulator.execution_ids[:5]
+    try:
+        waiting = workspace.spawn(
+            "load", *ids, "--db", str(workspace.db_path), "--base-url", simulator.base_url,
+            "--lock-wait", "200", "--quiet",
+            env={"SOURCES__EACHLABS__API_KEY": simulator.api_key},
+        )  # fmt: skip
+        time.sleep(1)  # not an assertion: gives the load time to start waiting on the lock
+        assert waiting.poll() is None and simulator.request_log == []
+    finally:
+        stop(holder)  # SIGKILL: the OS releases the lock, no stale lock file blocks
+    _, stderr = waiting.communicate(timeout=240)
+    assert waiting.returncode == 0, stderr
+    assert len(workspace.query("select * from eachlabs.executions")) == 5
+
+
+def test_two_concurrent_loads_on_one_file_never_wedge(
+    simulator_factory, workspace, reference
+) -> None:
+    simulator = simulator_factory(
+        executions=120, seed=9, running_share=0.0, faults=FaultConfig(latency_ms=150)
+    )
+    args = [
+        "load", *simulator.execution_ids, "--db", str(workspace.db_path), "--quiet",
+        "--base-url", simulator.base_url, "--concurrency", "2", "--lock-wait", "0",
+    ]  # fmt: skip
+    env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key}
+    first, second = workspace.spawn(*args, env=env), workspace.spawn(*args, env=env)
+    outcomes = [(p.wait(timeout=240), p.communicate()[1]) for p in (first, second)]
+    codes = sorted(code for code, _ in outcomes)
+    assert codes == [0, 3], outcomes
+    [locked_out] = [stderr for code, stderr in outcomes if code == 3]
+    assert "another load into" in locked_out and "Traceback" not in locked_out
+    expected = reference(simulator, workspace)
+    assert tables(workspace.db_path) == expected
+    again = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
+    assert again.returncode == 0, again.stderr  # no wedge: the next run works
+    assert tables(workspace.db_path) == expected
+
+
+def test_reader_holding_the_file_mid_run_exits_3_and_keeps_the_fetch(
+    simulator_factory, workspace, reference
+) -> None:
+    simulator = simulator_factory(
+        executions=60, seed=3, running_share=0.0, faults=FaultConfig(latency_ms=100)
+    )
+    ids = simulator.execution_ids
+    first = workspace.load(simulator, *ids[:5], extra=["--quiet"])  # the file exists
+    assert first.returncode == 0, first.stderr
+    simulator.clear_request_log()
+    process = workspace.spawn(
+        "load", *ids, "--db", str(workspace.db_path), "--base-url", simulator.base_url,
+        "--concurrency", "2", "--quiet",
+        env={"SOURCES__EACHLABS__API_KEY": simulator.api_key},
+    )  # fmt: skip
+    wait_for(lambda: len(simulator.request_log) >= 3, "the load to start fetching")
+    reader = hold(HOLD_READER, workspace.db_path)  # an analyst connects mid-run
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    finally:
+        stop(reader)
+    assert process.returncode == 3, stderr
+    assert "holds the DuckDB file" in stderr and "kept and loaded by the next run" in stderr
+    assert f"PID {reader.pid}" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    simulator.clear_request_log()
+    again = workspace.load(simulator, *ids, extra=["--quiet"])
+    assert again.returncode == 0, again.stderr
+    assert "finished an interrupted earlier load" in again.stdout
+    assert simulator.request_log == []  # everything fetched before was kept
+    assert tables(workspace.db_path) == reference(simulator, workspace)
+
+
+@pytest.mark.parametrize("after_requests", [1, 30, 60])
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(
+    simulator_factory, workspace, reference, after_requests: int
+) -> None:
+    simulator = simulator_factory(
+        executions=60, seed=11, running_share=0.0, faults=FaultConfig(latency_ms=20)
+    )
+    ids = simulator.execution_ids
+    process = workspace.spawn(
+        "load", *ids, "--db", str(workspace.db_path), "--base-url", simulator.base_url,
+        "--concurrency", "2", "--quiet",
+        env={"SOURCES__EACHLABS__API_KEY": simulator.api_key},
+    )  # fmt: skip
+    wait_for(
+        lambda: len(simulator.request_log) >= after_requests or process.poll() is not None,
+        f"{after_requests} requests",
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    again = workspace.load(simulator, *ids, extra=["--quiet"])
+    assert again.returncode == 0, again.stderr
+    assert tables(workspace.db_path) == reference(simulator, workspace)
