@@ -64,15 +64,17 @@ def _hold_write_lock(db_path) -> subprocess.Popen[str]:
 
 
 @pytest.mark.parametrize(
-    ("problem", "message"),
+    ("problem", "message", "exit_code"),
     [
-        ("locked", "DuckDB allows one writer at a time"),
-        ("folder", "is a folder, not a DuckDB file"),
-        ("not-duckdb", "is not a DuckDB database file"),
-        ("missing", "run `eachlabs-pipeline load` first"),
+        ("locked", "DuckDB allows one writer at a time", 3),
+        ("folder", "is a folder, not a DuckDB file", 1),
+        ("not-duckdb", "is not a DuckDB database file", 1),
+        ("missing", "run `eachlabs-pipeline load` first", 1),
     ],
 )
-def test_views_command_errors_are_one_clear_line(workspace, problem: str, message: str) -> None:
+def test_views_command_errors_are_one_clear_line(
+    workspace, problem: str, message: str, exit_code: int
+) -> None:
     db_path = workspace.db_path
     holder = None
     if problem == "locked":
@@ -87,7 +89,7 @@ def test_views_command_errors_are_one_clear_line(workspace, problem: str, messag
         if holder:
             holder.kill()
             holder.wait()
-    assert result.returncode == 1
+    assert result.returncode == exit_code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -112,7 +112,8 @@ def test_every_flag_the_docs_name_exists() -> None:
 
 
 SETTINGS = ["base_url", "concurrency", "long_poll_timeout_s", "request_timeout_s",
-            "max_attempts", "backoff_base_s", "max_retry_delay_s", "batch_size"]  # fmt: skip
+            "max_attempts", "backoff_base_s", "max_retry_delay_s", "batch_size",
+            "batch_max_bytes"]  # fmt: skip
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
