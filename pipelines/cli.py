@@ -170,6 +170,16 @@ def _print_progress(report: FetchReport) -> None:
     )
 
 
+def _print_commit(summary: LoadSummary) -> None:
+    fetch = summary.fetch
+    print(
+        f"committed chunk {summary.chunks}: {fetch.done} of {fetch.requested - fetch.rejected} "
+        "IDs done; an interrupt from now on keeps them",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _print_summary(summary: LoadSummary) -> None:
     print(summary.describe())
     errors = summary.fetch.errors
@@ -193,6 +203,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         refresh_all=args.refresh_all,
         source_options=options,
         on_progress=None if args.quiet else _print_progress,
+        on_commit=None if args.quiet else _print_commit,
     )
     _print_summary(summary)
     return summary.exit_code
@@ -263,9 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{str(cause).splitlines()[0] if str(cause) else ''}. Run again with -v for details; "
             "a load interrupted after fetching is finished by the next run"
         )
-    except KeyboardInterrupt:
-        _err("interrupted; run the same command again to finish the load")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (load.Terminated): 143
+        _err(
+            "interrupted; run the same command again to finish the load (the chunks "
+            "committed so far are kept and not fetched again)"
+        )
+        return getattr(exc, "exit_code", 130)
     return EXIT_FATAL
 
 

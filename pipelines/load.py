@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ class LoadSummary:
     skipped_final: int = 0
     elapsed_s: float = 0.0
     resumed_interrupted_load: bool = False
+    chunks: int = 0
     views: list[str] = field(default_factory=list)
 
     @property
@@ -120,6 +125,16 @@ def stored_final_ids(db_path: Path, dataset: str) -> set[str]:
         return {row[0] for row in connection.execute(query).fetchall()}
 
 
+def _sigterm_as_interrupt(function: Callable[..., LoadSummary]) -> Callable[..., LoadSummary]:
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> LoadSummary:
+        with _terminate_as_interrupt():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_sigterm_as_interrupt
 def run_load(
     ids: Iterable[str],
     *,
@@ -128,6 +143,9 @@ def run_load(
     refresh_all: bool = False,
     source_options: dict[str, Any] | None = None,
     on_progress: Callable[[FetchReport], None] | None = None,
+    chunk_executions: int | None = None,
+    chunk_seconds: float | None = None,
+    on_commit: Callable[[LoadSummary], None] | None = None,
 ) -> LoadSummary:
     """Fetch the given executions and merge them into the DuckDB file, then apply the views.
 
@@ -139,10 +157,17 @@ def run_load(
         source_options: Explicit `eachlabs_source` arguments (flags); the rest come from
             dlt config (environment, then .dlt/*.toml).
         on_progress: Called now and then with the counts while fetching.
+        chunk_executions, chunk_seconds: Commit after this many executions or seconds,
+            whichever comes first (default: dlt config, else 10,000 / 60 s). Each chunk is a
+            complete dlt load: an interrupt loses at most the chunk in flight, and the next
+            run skips what was committed.
+        on_commit: Called after each chunk is committed while more IDs remain.
 
     Raises:
-        AuthError: the API refused the key; nothing was loaded.
+        AuthError: the API refused the key; nothing more was loaded.
         ConfigError: a setting is missing or invalid.
+        KeyboardInterrupt: Ctrl-C (SIGINT), or `Terminated` on SIGTERM; the chunks committed
+            before it are kept.
     """
     check_target(db_path, dataset)
     open_target(db_path)
@@ -153,6 +178,7 @@ def run_load(
         dataset_name=dataset,
     )
     summary = LoadSummary()
+    chunk_executions, chunk_seconds = chunk_limits(chunk_executions, chunk_seconds)
     if pipeline.has_pending_data:
         # An earlier run was interrupted after fetching: finish loading what it fetched
         # first, so that this run starts from exact tables.
@@ -166,12 +192,136 @@ def run_load(
     to_fetch = [i for i in selection.valid if i not in skip]
     summary.skipped_final = len(selection.valid) - len(to_fetch)
 
+    summary.fetch.requested = len(to_fetch) + len(selection.rejected)
+    summary.fetch.rejected = len(selection.rejected)
+
+    # While a connection stays open, the dlt loads of the chunks share one DuckDB instance:
+    # each commit is durable (write-ahead log) without a checkpoint of the file per chunk.
+    with duckdb.connect(str(db_path)) as connection:
+        remaining = _Peekable(to_fetch)
+        first = True
+        while first or remaining.has_more():
+            chunk = FetchReport()
+            ids = _take(remaining, chunk_executions, time.monotonic() + chunk_seconds)
+            source = _make_source(
+                ids, selection.rejected if first else {}, chunk, summary.fetch, on_progress,
+                source_options,
+            )  # fmt: skip
+            if not first:  # the run's errors: replaced by the first chunk, then added to
+                source.resources["fetch_errors"].apply_hints(write_disposition="append")
+            _run_pipeline(pipeline, source)
+            _add_chunk(summary.fetch, chunk)
+            summary.chunks += 1
+            first = False
+            if on_commit is not None and remaining.has_more():
+                on_commit(summary)
+        summary.views = apply_views(connection, dataset)
+
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (cron wrappers, systemd, containers) stops a load like Ctrl-C: exit 143."""
+
+    exit_code = 143
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while loading, so it unwinds like Ctrl-C does.
+
+    Committed chunks stay; the chunk in flight is dropped (or, if dlt already holds its
+    package, finished by the next run). Only the main thread can set signal handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        source = eachlabs_source(
-            execution_ids=to_fetch,
-            rejected_ids=selection.rejected,
-            report=summary.fetch,
-            on_progress=on_progress,
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def chunk_limits(executions: int | None = None, seconds: float | None = None) -> tuple[int, float]:
+    """The chunk limits: explicit values, else dlt config (`chunk_executions`,
+    `chunk_seconds` under [sources.eachlabs] or SOURCES__EACHLABS__...), else the defaults."""
+    if executions is None:
+        executions = _config_value("chunk_executions", int, settings.DEFAULT_CHUNK_EXECUTIONS)
+    if seconds is None:
+        seconds = _config_value("chunk_seconds", float, settings.DEFAULT_CHUNK_SECONDS)
+    if isinstance(executions, bool) or not isinstance(executions, int) or executions < 1:
+        raise ConfigError(
+            f"chunk_executions must be a whole number of at least 1, not {executions!r}"
+        )
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ConfigError(f"chunk_seconds must be a number of seconds above 0, not {seconds!r}")
+    return executions, float(seconds)
+
+
+def _config_value(name: str, kind: type, default: Any) -> Any:
+    try:
+        value = dlt.config.get(f"sources.eachlabs.{name}", kind)
+    except Exception as exc:  # dlt's coercion error names neither the setting nor the fix
+        raise ConfigError(f"{name} must be a {kind.__name__}: {exc}") from None
+    return default if value is None else value
+
+
+def _take(ids: Iterator[str], limit: int, deadline: float) -> Iterator[str]:
+    """Up to `limit` IDs from `ids`, handed out until `deadline` (time.monotonic()).
+
+    The fetcher draws IDs lazily, so the IDs not handed out stay in `ids` for the next chunk.
+    """
+    for count, execution_id in enumerate(ids, start=1):
+        yield execution_id
+        if count >= limit or time.monotonic() >= deadline:
+            return
+
+
+class _Peekable(Iterator[str]):
+    """An iterator of IDs that can tell whether another one is coming without losing it."""
+
+    def __init__(self, items: Iterable[str]) -> None:
+        self._items = iter(items)
+        self._next: list[str] = []
+
+    def __next__(self) -> str:
+        return self._next.pop() if self._next else next(self._items)
+
+    def has_more(self) -> bool:
+        if not self._next:
+            try:
+                self._next.append(next(self._items))
+            except StopIteration:
+                return False
+        return True
+
+
+def _make_source(
+    ids: Iterator[str],
+    rejected: dict[str, str],
+    chunk: FetchReport,
+    total: FetchReport,
+    on_progress: Callable[[FetchReport], None] | None,
+    source_options: dict[str, Any] | None,
+) -> Any:
+    """The dlt source of one chunk; its progress is reported as the whole run's."""
+
+    def progress(report: FetchReport) -> None:
+        if on_progress is not None:
+            on_progress(_combined(total, report))
+
+    try:
+        return eachlabs_source(
+            execution_ids=ids,
+            rejected_ids=rejected,
+            report=chunk,
+            on_progress=progress if on_progress else None,
             **(source_options or {}),
         )
     except ConfigFieldMissingException as exc:
@@ -183,13 +333,24 @@ def run_load(
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    _run_pipeline(pipeline, source)
 
-    with duckdb.connect(str(db_path)) as connection:
-        summary.views = apply_views(connection, dataset)
 
-    summary.elapsed_s = time.monotonic() - started
-    return summary
+def _combined(total: FetchReport, chunk: FetchReport) -> FetchReport:
+    """The run's counts so far plus the chunk in flight (requested: the whole run's)."""
+    return FetchReport(
+        requested=total.requested,
+        loaded=total.loaded + chunk.loaded,
+        not_found=total.not_found + chunk.not_found,
+        failed=total.failed + chunk.failed,
+        rejected=total.rejected,
+    )
+
+
+def _add_chunk(total: FetchReport, chunk: FetchReport) -> None:
+    total.loaded += chunk.loaded
+    total.not_found += chunk.not_found
+    total.failed += chunk.failed
+    total.errors.extend(chunk.errors)
 
 
 def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
