@@ -203,6 +203,10 @@ def eachlabs_source(
     return table_resources(fetched_batches)
 
 
+#: Seconds after which a batch is handed on to dlt even if it holds fewer than batch_size.
+BATCH_MAX_AGE_S = 1.0
+
+
 def _as_ids(execution_ids: Iterable[str]) -> Iterable[str]:
     return execution_ids if isinstance(execution_ids, Iterator) else list(execution_ids)
 
@@ -225,14 +229,18 @@ def _fetch_batches(
         report.errors.append(_error_row(execution_id, None, reason, 0, now))
 
     batch = ExecutionBatch()
-    last_progress = time.monotonic()
+    last_progress = batch_started = time.monotonic()
     has_shown_progress = False
     try:
         for result in client.fetch_many(execution_ids, concurrency):
             _add_result(batch, result, report)
-            if len(batch) >= batch_size:
+            # A slow API fills batches slowly: hand them on after BATCH_MAX_AGE_S anyway, so
+            # that converting and extracting them overlaps the fetching instead of waiting
+            # for its end.
+            if len(batch) >= batch_size or time.monotonic() - batch_started >= BATCH_MAX_AGE_S:
                 yield TableBatch(tables=batch.to_arrow())
                 batch = ExecutionBatch()
+                batch_started = time.monotonic()
             if on_progress and time.monotonic() - last_progress >= 2.0:
                 on_progress(report)
                 last_progress = time.monotonic()
