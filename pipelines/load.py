@@ -28,6 +28,8 @@ from pipelines.views import apply_views
 #: named like the dataset's schema makes every `eachlabs.<table>` reference ambiguous.
 DEFAULT_DB_PATH = Path("eachlabs_data.duckdb")
 DEFAULT_DATASET = "eachlabs"
+#: DuckDB's memory cap while a load holds the file (its default is 80% of the RAM).
+DUCKDB_MEMORY_LIMIT = "128MB"
 
 
 @dataclass
@@ -197,7 +199,10 @@ def run_load(
 
     # While a connection stays open, the dlt loads of the chunks share one DuckDB instance:
     # each commit is durable (write-ahead log) without a checkpoint of the file per chunk.
+    # The instance's cache of table blocks would grow with the file, so it is capped: memory
+    # stays bounded by the chunk (DuckDB spills to disk beyond the cap).
     with duckdb.connect(str(db_path)) as connection:
+        connection.execute(f"set memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
         remaining = _Peekable(to_fetch)
         first = True
         while first or remaining.has_more():
