@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from test_views import scenario_payloads
 
 from pipelines.views import discover_views
@@ -63,3 +64,17 @@ def test_rows_written_without_the_derived_columns_give_the_same_views(
     after = {view: view_rows(old, view) for view in VIEWS}
     for view in VIEWS:
         assert after[view] == before[view], view
+
+
+def test_a_file_without_the_new_columns_gets_a_hint_to_load_once(
+    load_payloads: Callable[..., Path], tmp_path: Path
+) -> None:
+    from pipelines.views import ViewApplyError, apply_views
+
+    old = tmp_path / "old.duckdb"
+    shutil.copy(load_payloads(scenario_payloads()[:3]), old)
+    with duckdb.connect(str(old)) as connection:
+        for column in EXECUTION_COLUMNS:  # as an earlier version wrote the table
+            connection.execute(f"alter table eachlabs.executions drop column {column}")
+        with pytest.raises(ViewApplyError, match=r"run `eachlabs-pipeline load` once"):
+            apply_views(connection, "eachlabs")
