@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
             "fetched again unless --refresh-all is given. The API key comes from "
             "SOURCES__EACHLABS__API_KEY or [sources.eachlabs] api_key in .dlt/secrets.toml. "
             "Exit codes: 0 all loaded (or not found), 1 fatal (bad key or settings, nothing "
-            "loaded), 2 some IDs failed (see the fetch_errors table)."
+            "loaded), 2 some IDs failed (see the fetch_errors table), 130 / 143 interrupted "
+            "by Ctrl-C / SIGTERM (committed chunks are kept; run again to finish)."
         ),
     )
     load.add_argument("ids", nargs="*", metavar="ID", help="execution IDs to load")
