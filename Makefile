@@ -41,10 +41,9 @@ format: $(STAMP)
 	$(BIN)/ruff format pipelines tests bench
 	$(BIN)/ruff check --fix pipelines tests bench
 
+# All five measurements of docs/performance.md side by side: one table, and bench/results.json.
 bench: $(STAMP)
-	$(BIN)/python bench/simulator_bench.py
-	$(BIN)/python bench/views_bench.py
-	$(BIN)/python bench/load_bench.py
+	$(BIN)/python bench/bench_all.py --json bench/results.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal eachlabs_demo.duckdb.lock

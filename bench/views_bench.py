@@ -40,7 +40,9 @@ create table {dataset}.executions (
     error_cause varchar,
     step_count bigint,
     extra_fields json,
-    fetched_at timestamptz
+    fetched_at timestamptz,
+    latency_seconds double,
+    started_date date
 );
 
 create table {dataset}.step_outputs (
@@ -66,15 +68,22 @@ create table {dataset}.step_outputs (
     http_method varchar,
     http_url varchar,
     metadata_extra json,
+    extra_fields json,
+    workflow_id varchar,
+    execution_status varchar,
+    execution_started_at timestamptz,
+    started_date date,
     _tombstone boolean
 );
+
+create temp table generated_steps as select * from {dataset}.step_outputs where false;
 """
 
 # Steps: `steps_per_execution` each, plus one more for the first `extra` executions, so the
 # total is exactly the requested number of steps. Step k of an execution starts where step
 # k-1 ended (approximately). Status, type and latency come from hashes of the row number.
 STEPS_SQL = """
-insert into {dataset}.step_outputs
+insert into generated_steps
 with
 
 numbered as (
@@ -159,7 +168,8 @@ select
     null, null, null, null,
     case when step_type = 'http' then 'POST' end,
     case when step_type = 'http' then 'https://api.example.com/hook' end,
-    null,
+    null, null,
+    null, null, null, null,  -- the execution's columns, carried below
     null
 from timed
 """
@@ -180,7 +190,7 @@ per_execution as (
         min(started_at) as first_started_at,
         max(completed_at) as last_completed_at,
         hash(execution_id) as h
-    from {dataset}.step_outputs
+    from generated_steps
     group by execution_id
 
 )
@@ -203,8 +213,33 @@ select
     case when failed_steps > 0 then 'a step failed' end as error_cause,
     step_count,
     null as extra_fields,
-    now() as fetched_at
+    now() as fetched_at,
+    null as latency_seconds,
+    null as started_date
 from per_execution
+"""
+
+# The loader derives each execution's latency and UTC start date; do the same.
+DERIVE_SQL = """
+update {dataset}.executions set
+    latency_seconds = (epoch_us(completed_at) - epoch_us(started_at)) / 1000000.0,
+    started_date = cast(started_at at time zone 'UTC' as date)
+"""
+
+# The loader carries each execution's workflow, status, start and the step's UTC start
+# date (falling back to the execution's) on the step rows; do the same.
+CARRY_SQL = """
+insert into {dataset}.step_outputs
+select
+    s.* exclude (workflow_id, execution_status, execution_started_at, started_date, _tombstone),
+    e.workflow_id,
+    e.status,
+    e.started_at,
+    cast(coalesce(s.started_at, e.started_at) at time zone 'UTC' as date),
+    null
+from generated_steps as s
+join {dataset}.executions as e using (execution_id)
+order by s.rowid
 """
 
 
@@ -216,6 +251,9 @@ def build_database(db_path: Path, executions: int, steps: int) -> None:
         connection.execute(TABLES_DDL.format(dataset=DATASET))
         connection.execute(STEPS_SQL.format(dataset=DATASET, steps=steps, per=per, extra=extra))
         connection.execute(EXECUTIONS_SQL.format(dataset=DATASET))
+        connection.execute(DERIVE_SQL.format(dataset=DATASET))
+        connection.execute(CARRY_SQL.format(dataset=DATASET))
+        connection.execute("drop table generated_steps")
         connection.execute("checkpoint")
 
 

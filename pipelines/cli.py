@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
             "SOURCES__EACHLABS__API_KEY or [sources.eachlabs] api_key in .dlt/secrets.toml. "
             "Exit codes: 0 all loaded (or not found), 1 fatal (bad key or settings, nothing "
             "loaded), 2 some IDs failed (see the fetch_errors table), 3 another load or program "
-            "holds the DuckDB file (what was fetched is kept for the next run)."
+            "holds the DuckDB file (what was fetched is kept for the next run), 130 / 143 "
+            "interrupted by Ctrl-C / SIGTERM (committed chunks are kept; run again to finish)."
         ),
     )
     load.add_argument("ids", nargs="*", metavar="ID", help="execution IDs to load")
@@ -265,6 +266,17 @@ def _print_progress(report: FetchReport) -> None:
     )
 
 
+def _print_commit(summary: LoadSummary) -> None:
+    fetch = summary.fetch
+    print(
+        f"{_stamp()} committed chunk {summary.chunks}: {fetch.done} of "
+        f"{fetch.requested - fetch.rejected} "
+        "IDs done; an interrupt from now on keeps them",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _print_summary(summary: LoadSummary) -> None:
     print(f"{_stamp()} {summary.describe()}")
     if summary.all_not_found:
@@ -295,6 +307,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
         source_options=options,
         on_progress=None if args.quiet else _print_progress,
         lock_wait_s=args.lock_wait,
+        on_commit=None if args.quiet else _print_commit,
     )
     _print_summary(summary)
     return summary.exit_code
@@ -388,9 +401,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         _err(dlt_failure_message(exc))
-    except KeyboardInterrupt:
-        _err("interrupted; run the same command again to finish the load")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (load.Terminated): 143
+        _err(
+            "interrupted; run the same command again to finish the load (the chunks "
+            "committed so far are kept and not fetched again)"
+        )
+        return getattr(exc, "exit_code", 130)
     return EXIT_FATAL
 
 

@@ -211,7 +211,15 @@ def apply_views(
             try:
                 connection.execute(statement)
             except duckdb.Error as error:
-                raise ViewApplyError(f"{view.path}: view {view.name} failed: {error}") from error
+                hint = ""
+                if isinstance(error, duckdb.BinderException) and "not found" in str(error):
+                    hint = (
+                        ". If an older eachlabs-pipeline wrote this file, run "
+                        "`eachlabs-pipeline load` once: it adds the columns the views read"
+                    )
+                raise ViewApplyError(
+                    f"{view.path}: view {view.name} failed: {error}{hint}"
+                ) from error
     except BaseException:
         connection.rollback()
         raise

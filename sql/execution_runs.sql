@@ -19,6 +19,9 @@
 --   error            high-level error type (failed executions only).
 --   error_cause      detailed error message (failed executions only).
 
+-- The loader derives latency_seconds and started_date when it writes a row; rows written by
+-- versions that did not (null there while the timestamps are present) are derived here.
+
 with
 
 source as (
@@ -30,6 +33,8 @@ source as (
         status,
         started_at,
         completed_at,
+        latency_seconds,
+        started_date,
         step_count,
         error,
         error_cause
@@ -46,15 +51,40 @@ renamed as (
         status,
         started_at,
         completed_at,
-        cast(extract(epoch from (completed_at - started_at)) as double precision)
-            as latency_seconds,
-        coalesce(completed_at < started_at, false) as is_skewed,
-        cast(started_at at time zone 'UTC' as date) as started_date,
+        case
+            when latency_seconds is null and completed_at is not null and started_at is not null
+                then cast(extract(epoch from (completed_at - started_at)) as double precision)
+            else latency_seconds
+        end as latency_seconds,
+        started_date,
         step_count,
         error,
         error_cause
     from source
 
+),
+
+dated as (
+
+    select
+        execution_id,
+        workflow_id,
+        bulk_id,
+        status,
+        started_at,
+        completed_at,
+        latency_seconds,
+        coalesce(latency_seconds < 0, false) as is_skewed,
+        case
+            when started_date is null and started_at is not null
+                then cast(started_at at time zone 'UTC' as date)
+            else started_date
+        end as started_date,
+        step_count,
+        error,
+        error_cause
+    from renamed
+
 )
 
-select * from renamed
+select * from dated

@@ -1,7 +1,12 @@
 -- step_runs (base view)
 --
 -- Grain: one row per step of an execution (key: execution_id, step_id): the loader's
--- `step_outputs` rows joined to their execution (execution_runs).
+-- `step_outputs` rows with their execution's workflow, status and start.
+--
+-- The loader carries those execution columns (and the UTC start date) on every step row it
+-- writes, so reading a step needs no join to its execution. Rows written by versions that
+-- did not carry them (execution_status null) take them from execution_runs instead; an
+-- execution with a null status takes that path too, with the same result.
 --
 -- Columns:
 --   execution_id          execution the step belongs to.
@@ -31,7 +36,31 @@
 
 with
 
-source as (
+carried as (
+
+    select
+        execution_id,
+        step_id,
+        workflow_id,
+        step_position,
+        status,
+        step_type,
+        model,
+        model_version,
+        started_at,
+        completed_at,
+        latency_seconds,
+        started_date,
+        execution_status,
+        execution_started_at,
+        error,
+        error_cause
+    from step_outputs
+    where execution_status is not null
+
+),
+
+uncarried as (
 
     select
         execution_id,
@@ -47,10 +76,12 @@ source as (
         error,
         error_cause
     from step_outputs
+    where execution_status is null
 
 ),
 
-executions as (
+-- Only the executions of uncarried rows: usually none, so nothing is joined.
+uncarried_executions as (
 
     select
         execution_id,
@@ -58,35 +89,62 @@ executions as (
         status,
         started_at
     from execution_runs
+    where execution_id in (select uncarried.execution_id from uncarried)
 
 ),
 
-joined as (
+backfilled as (
 
     select
-        source.execution_id,
-        source.step_id,
-        executions.workflow_id,
-        source.step_position,
-        source.status,
-        source.step_type,
-        source.model,
-        source.model_version,
-        source.started_at,
-        source.completed_at,
-        source.latency_seconds,
-        coalesce(source.latency_seconds < 0, false) as is_skewed,
+        uncarried.execution_id,
+        uncarried.step_id,
+        uncarried_executions.workflow_id,
+        uncarried.step_position,
+        uncarried.status,
+        uncarried.step_type,
+        uncarried.model,
+        uncarried.model_version,
+        uncarried.started_at,
+        uncarried.completed_at,
+        uncarried.latency_seconds,
         cast(
-            coalesce(source.started_at, executions.started_at) at time zone 'UTC' as date
+            coalesce(uncarried.started_at, uncarried_executions.started_at) at time zone 'UTC'
+            as date
         ) as started_date,
-        executions.status as execution_status,
-        executions.started_at as execution_started_at,
-        source.error,
-        source.error_cause
-    from source
-    left join executions
-        on source.execution_id = executions.execution_id
+        uncarried_executions.status as execution_status,
+        uncarried_executions.started_at as execution_started_at,
+        uncarried.error,
+        uncarried.error_cause
+    from uncarried
+    left join uncarried_executions
+        on uncarried.execution_id = uncarried_executions.execution_id
+
+),
+
+steps as (
+
+    select * from carried
+    union all
+    select * from backfilled
 
 )
 
-select * from joined
+select
+    execution_id,
+    step_id,
+    workflow_id,
+    step_position,
+    status,
+    step_type,
+    model,
+    model_version,
+    started_at,
+    completed_at,
+    latency_seconds,
+    coalesce(latency_seconds < 0, false) as is_skewed,
+    started_date,
+    execution_status,
+    execution_started_at,
+    error,
+    error_cause
+from steps

@@ -85,8 +85,10 @@ execution_counts as (
         count(*) filter (where status = 'running') as running_executions,
         count(*) filter (where status in ('completed', 'failed')) as finished_executions,
         count(*) filter (where is_skewed_completion) as skewed_executions,
-        percentile_cont(0.50) within group (order by sample_seconds) as p50_seconds,
-        percentile_cont(0.95) within group (order by sample_seconds) as p95_seconds
+        -- Both fractions in one aggregate: the sample is ordered once.
+        percentile_cont(array[0.50, 0.95]) within group (
+            order by sample_seconds
+        ) as percentiles
     from classified_executions
     group by
         workflow_id
@@ -186,8 +188,8 @@ final as (
         end as success_rate_high,
         execution_counts.finished_executions < 30 as is_low_sample,
         execution_counts.skewed_executions,
-        execution_counts.p50_seconds,
-        execution_counts.p95_seconds,
+        execution_counts.percentiles[1] as p50_seconds,
+        execution_counts.percentiles[2] as p95_seconds,
         slowest_models.model as slowest_model,
         slowest_models.p50_seconds as slowest_model_p50_seconds
     from execution_counts

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -73,7 +73,39 @@ def test_documented_example_execution_row() -> None:
         "step_count": 0,
         "extra_fields": '{"cost":0.25}',
         "fetched_at": FETCHED_AT,
+        "latency_seconds": 163.0,
+        "started_date": date(2025, 12, 4),
     }
+
+
+def test_execution_latency_and_utc_day_are_derived() -> None:
+    crossing = execution(started_at="2026-01-01T02:30:00.25+03:00",
+                         completed_at="2025-12-31T23:30:01Z")  # fmt: skip
+    running = execution(execution_id="exec-2", status="running", completed_at=None)
+    unstarted = execution(execution_id="exec-3", started_at=None)
+    derived = [(r["latency_seconds"], r["started_date"])
+               for r in rows([crossing, running, unstarted], "executions")]  # fmt: skip
+    assert derived == [(0.75, date(2025, 12, 31)), (None, date(2025, 12, 4)), (None, None)]
+
+
+def test_steps_carry_their_executions_workflow_status_start_and_utc_day() -> None:
+    started = step("a", started_at="2025-12-06T03:00:00+05:30")  # 2025-12-05 21:30 UTC
+    queued = step("b", status="queued")
+    del queued["started_at"], queued["completed_at"]
+    payload = execution(status="running", started_at="2025-12-03T23:59:59.999999-00:30",
+                        step_outputs={"a": started, "b": queued})  # fmt: skip
+    carried = [
+        (r["workflow_id"], r["execution_status"], r["execution_started_at"], r["started_date"])
+        for r in rows([payload], "step_outputs")
+    ]
+    execution_start = utc(2025, 12, 4, 0, 29, 59, 999999)
+    assert carried == [
+        ("wf-1", "running", execution_start, date(2025, 12, 5)),
+        ("wf-1", "running", execution_start, date(2025, 12, 4)),  # never started: the execution's
+    ]
+    nowhere = execution(started_at=None, step_outputs={"b": queued})
+    [row] = rows([nowhere], "step_outputs")
+    assert (row["execution_started_at"], row["started_date"]) == (None, None)
 
 
 @pytest.mark.parametrize(

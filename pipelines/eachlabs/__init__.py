@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +140,7 @@ def table_resources(batches: Any) -> list[Any]:
 
 @dlt.source(name="eachlabs", max_table_nesting=0)
 def eachlabs_source(
-    execution_ids: Sequence[str] = (),
+    execution_ids: Iterable[str] = (),
     api_key: TSecretStrValue = dlt.secrets.value,
     base_url: str = settings.DEFAULT_BASE_URL,
     concurrency: int = settings.DEFAULT_CONCURRENCY,
@@ -158,7 +158,9 @@ def eachlabs_source(
     """Executions fetched by ID from `GET {base_url}/executions/{id}`.
 
     Args:
-        execution_ids: IDs to fetch; each must already be a safe path segment.
+        execution_ids: IDs to fetch; each must already be a safe path segment. A sequence is
+            copied; an iterator is drawn from lazily, so the caller can stop it early and
+            keep the IDs it did not hand out (see `pipelines.load`).
         api_key: The `X-API-Key`; from `SOURCES__EACHLABS__API_KEY` or .dlt/secrets.toml.
         base_url: API root, e.g. `https://workflows.eachlabs.run/api/v1`.
         concurrency: Requests in flight at once.
@@ -197,23 +199,33 @@ def eachlabs_source(
     @dlt.resource(selected=False)
     def fetched_batches() -> Iterator[TableBatch]:
         yield from _fetch_batches(
-            client, list(execution_ids), concurrency, (batch_size, batch_max_bytes),
+            client, _as_ids(execution_ids), concurrency, (batch_size, batch_max_bytes),
             rejected_ids or {}, report, on_progress,
         )  # fmt: skip
 
     return table_resources(fetched_batches)
 
 
+#: Seconds after which a batch is handed on to dlt even if it holds fewer than batch_size.
+BATCH_MAX_AGE_S = 1.0
+
+
+def _as_ids(execution_ids: Iterable[str]) -> Iterable[str]:
+    return execution_ids if isinstance(execution_ids, Iterator) else list(execution_ids)
+
+
 def _fetch_batches(
     client: EachlabsClient,
-    execution_ids: list[str],
+    execution_ids: Iterable[str],
     concurrency: int,
     batch_limits: tuple[int, int],
     rejected_ids: dict[str, str],
     report: FetchReport,
     on_progress: Callable[[FetchReport], None] | None,
 ) -> Iterator[TableBatch]:
-    report.requested = len(execution_ids) + len(rejected_ids)
+    # An iterator's length is unknown: its caller counts what it requested.
+    if isinstance(execution_ids, Sized):
+        report.requested = len(execution_ids) + len(rejected_ids)
     report.rejected = len(rejected_ids)
     now = time.time()
     for execution_id, reason in rejected_ids.items():
@@ -221,14 +233,22 @@ def _fetch_batches(
 
     batch_size, batch_max_bytes = batch_limits
     batch = ExecutionBatch()
-    last_progress = time.monotonic()
+    last_progress = batch_started = time.monotonic()
     has_shown_progress = False
     try:
         for result in client.fetch_many(execution_ids, concurrency):
             _add_result(batch, result, report)
-            if len(batch) >= batch_size or batch.text_size >= batch_max_bytes:
+            # A slow API fills batches slowly: hand them on after BATCH_MAX_AGE_S anyway, so
+            # that converting and extracting them overlaps the fetching instead of waiting
+            # for its end.
+            if (
+                len(batch) >= batch_size
+                or batch.text_size >= batch_max_bytes
+                or time.monotonic() - batch_started >= BATCH_MAX_AGE_S
+            ):
                 yield TableBatch(tables=batch.to_arrow())
                 batch = ExecutionBatch()
+                batch_started = time.monotonic()
             if on_progress and time.monotonic() - last_progress >= 2.0:
                 on_progress(report)
                 last_progress = time.monotonic()

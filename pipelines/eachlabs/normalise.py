@@ -20,6 +20,7 @@ from pipelines.eachlabs.errors import PayloadError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_MICROSECONDS_PER_DAY = 86_400_000_000
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(?=[.Z+-]|$)")
 
@@ -66,6 +67,9 @@ EXECUTIONS_SCHEMA = pa.schema(
         _field("step_count", pa.int64()),
         _field("extra_fields", pa.string()),
         _field("fetched_at", _TIMESTAMP),
+        # Derived here once rather than by the views on every read (see `_derived_times`).
+        _field("latency_seconds", pa.float64()),
+        _field("started_date", pa.date32()),
     ]
 )
 
@@ -94,6 +98,12 @@ STEP_OUTPUTS_SCHEMA = pa.schema(
         _field("http_url", pa.string()),
         _field("metadata_extra", pa.string()),
         _field("extra_fields", pa.string()),
+        # Copied from the step's execution so that the step-level views need no join (see
+        # `_carry_execution_columns`); always rewritten together with the execution.
+        _field("workflow_id", pa.string()),
+        _field("execution_status", pa.string()),
+        _field("execution_started_at", _TIMESTAMP),
+        _field("started_date", pa.date32()),
         _field(TOMBSTONE_COLUMN, pa.bool_()),
     ]
 )
@@ -273,6 +283,8 @@ class _Columns:
             values = self.data[schema_field.name]
             if schema_field.type == _TIMESTAMP:
                 arrays.append(pa.array(values, pa.int64()).cast(_TIMESTAMP))
+            elif schema_field.type == pa.date32():  # days since the epoch
+                arrays.append(pa.array(values, pa.int32()).cast(pa.date32()))
             else:
                 arrays.append(pa.array(values, schema_field.type))
         return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -340,7 +352,36 @@ def _execution_rows(
         steps.append(step_row)
         params.extend(step_params)
     execution["extra_fields"] = drift.extra_fields(KNOWN_EXECUTION_FIELDS)
+    execution.update(_derived_times(execution["started_at"], execution["completed_at"]))
+    _carry_execution_columns(execution, steps)
     return ExecutionRows(execution, steps, params)
+
+
+def _derived_times(started_us: int | None, completed_us: int | None) -> dict[str, Any]:
+    """`latency_seconds` (completed - started, null unless both) and the UTC `started_date`."""
+    both = started_us is not None and completed_us is not None
+    return {
+        "latency_seconds": (completed_us - started_us) / 1_000_000 if both else None,
+        "started_date": None if started_us is None else started_us // _MICROSECONDS_PER_DAY,
+    }
+
+
+def _carry_execution_columns(execution: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+    """Copy the execution's workflow, status and start onto its step rows, with the UTC day.
+
+    The step-level views group by these; carrying them on `step_outputs` saves joining every
+    step to its execution (and a time-zone conversion per step) on every read. A step row is
+    always replaced together with its execution, so the copies never go stale.
+    `started_date` is the UTC date of the step's start, else of the execution's start.
+    """
+    for row in steps:
+        started_us = row["started_at"]
+        if started_us is None:
+            started_us = execution["started_at"]
+        row["workflow_id"] = execution["workflow_id"]
+        row["execution_status"] = execution["status"]
+        row["execution_started_at"] = execution["started_at"]
+        row["started_date"] = None if started_us is None else started_us // _MICROSECONDS_PER_DAY
 
 
 def _check_text_is_storable(rows: ExecutionRows) -> None:

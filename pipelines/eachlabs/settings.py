@@ -19,6 +19,11 @@ DEFAULT_MAX_RETRY_DELAY_S = 30.0
 DEFAULT_BATCH_SIZE = 2000
 #: ...and at most about this much text per batch, so memory does not follow payload size.
 DEFAULT_BATCH_MAX_BYTES = 32 * 1024 * 1024
+#: A load commits to DuckDB (one complete dlt load) after this many executions or this many
+#: seconds, whichever comes first: an interrupt loses at most the chunk in flight, and memory
+#: is bounded by the chunk rather than by the run.
+DEFAULT_CHUNK_EXECUTIONS = 10_000
+DEFAULT_CHUNK_SECONDS = 60.0
 
 #: Statuses worth another try: rate limiting and transient server errors.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

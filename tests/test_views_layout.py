@@ -1,0 +1,80 @@
+"""The columns the loader derives for the views, and files whose rows predate them.
+
+The loader carries each execution's workflow, status, start and UTC day on its step rows and
+derives the execution's latency and UTC day, so that the views need no join and no time-zone
+conversion per row. Rows written before it did have those columns null (dlt adds new
+columns as nullable); the base views then derive them as they used to, with the same results.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from test_views import scenario_payloads
+
+from pipelines.views import discover_views
+
+VIEWS = [view.name for view in discover_views()]
+STEP_COLUMNS = ["workflow_id", "execution_status", "execution_started_at", "started_date"]
+EXECUTION_COLUMNS = ["latency_seconds", "started_date"]
+
+
+def view_rows(db: Path, view: str) -> list[tuple[Any, ...]]:
+    with duckdb.connect(str(db), read_only=True) as connection:
+        return connection.execute(f"select * from eachlabs.{view} order by all").fetchall()
+
+
+def test_rows_written_without_the_derived_columns_give_the_same_views(
+    load_payloads: Callable[..., Path], tmp_path: Path
+) -> None:
+    db = load_payloads(scenario_payloads())
+    with duckdb.connect(str(db), read_only=True) as connection:
+        steps, carried = connection.execute(
+            "select count(*), count(*) filter (where execution_status is not null)"
+            " from eachlabs.step_outputs"
+        ).fetchall()[0]
+    assert steps > 20 and carried == steps, "the loader carries the execution's columns"
+    before = {view: view_rows(db, view) for view in VIEWS}
+    assert all(before[view] for view in VIEWS)
+
+    old = tmp_path / "old.duckdb"
+    shutil.copy(db, old)
+    with duckdb.connect(str(old)) as connection:
+        # Every other row as an earlier version left it: the derived columns null.
+        nulls = ", ".join(f"{column} = null" for column in STEP_COLUMNS)
+        connection.execute(
+            f"update eachlabs.step_outputs set {nulls} where step_position % 2 = 0"
+            " or execution_id like 'odd%'"
+        )
+        nulls = ", ".join(f"{column} = null" for column in EXECUTION_COLUMNS)
+        connection.execute(
+            f"update eachlabs.executions set {nulls} where hash(execution_id) % 2 = 0"
+        )
+        uncarried, underived = connection.execute(
+            "select (select count(*) from eachlabs.step_outputs where workflow_id is null),"
+            " (select count(*) from eachlabs.executions where latency_seconds is null"
+            "  and completed_at is not null)"
+        ).fetchall()[0]
+    assert uncarried > 10 and underived > 5
+    after = {view: view_rows(old, view) for view in VIEWS}
+    for view in VIEWS:
+        assert after[view] == before[view], view
+
+
+def test_a_file_without_the_new_columns_gets_a_hint_to_load_once(
+    load_payloads: Callable[..., Path], tmp_path: Path
+) -> None:
+    from pipelines.views import ViewApplyError, apply_views
+
+    old = tmp_path / "old.duckdb"
+    shutil.copy(load_payloads(scenario_payloads()[:3]), old)
+    with duckdb.connect(str(old)) as connection:
+        for column in EXECUTION_COLUMNS:  # as an earlier version wrote the table
+            connection.execute(f"alter table eachlabs.executions drop column {column}")
+        with pytest.raises(ViewApplyError, match=r"run `eachlabs-pipeline load` once"):
+            apply_views(connection, "eachlabs")
