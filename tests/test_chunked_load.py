@@ -127,7 +127,7 @@ def test_a_chunk_also_ends_after_chunk_seconds(simulator_factory, workspace) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     # 40 IDs at 2 x 100 ms take about 2 s: several chunks of about half a second each.
-    commits = [line for line in result.stderr.splitlines() if line.startswith("committed chunk")]
+    commits = [line for line in result.stderr.splitlines() if " committed chunk " in line]
     assert len(commits) >= 2, result.stderr
     assert "requested 40, loaded 40" in result.stdout
     assert workspace.query("select count(*) from eachlabs.executions") == [(40,)]
