@@ -26,16 +26,15 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipelines.simulator.data import (
+from pipelines.simulator.faults import FaultConfig, FaultDecision, FaultInjector, corrupt_body
+from pipelines.simulator.plans import (
     DEFAULT_RUNNING_SHARE,
     DEFAULT_START_TIME,
     US,
     Dataset,
     ExecutionPlan,
-    render_execution,
-    render_summary,
 )
-from pipelines.simulator.faults import FaultConfig, FaultDecision, FaultInjector, corrupt_body
+from pipelines.simulator.render import render_execution, render_summary
 
 API_PREFIX = "/api/v1"
 API_KEY_HEADER = "X-API-Key"
