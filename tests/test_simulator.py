@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from pipelines.simulator import FaultConfig, RequestRecord, Simulator, SimulatorConfig
-from pipelines.simulator.data import US, Dataset
+from pipelines.simulator.plans import US, Dataset
 
 MakeSimulator = Callable[..., Simulator]
 TERMINAL = {"completed", "failed", "cancelled"}

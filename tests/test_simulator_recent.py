@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.simulator.data import (
-    MODELS,
-    RECENT_PERIOD_S,
-    US,
-    Dataset,
-    ExecutionPlan,
-    _plan_execution,
-)
+from pipelines.simulator.catalogue import MODELS, RECENT_PERIOD_S
+from pipelines.simulator.plans import US, Dataset, ExecutionPlan, _plan_execution
 
 DATASET = Dataset(seed=42, executions=400)
 MICROSECONDS = 2  # index of the microsecond precision: no truncation of instants

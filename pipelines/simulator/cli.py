@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pipelines.simulator.data import DEFAULT_RUNNING_SHARE
 from pipelines.simulator.faults import FaultConfig
+from pipelines.simulator.plans import DEFAULT_RUNNING_SHARE
 from pipelines.simulator.server import Simulator, SimulatorConfig
 
 DEFAULT_PORT = 8080
