@@ -46,8 +46,9 @@ _IDENTIFIER = re.compile(r'"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_$]*)\b')
 _MACRO_HEAD = re.compile(
     r"\A\s*create\s+or\s+replace\s+(macro|function)\s+([a-z_][a-z0-9_]*)\s*\(", re.IGNORECASE
 )
-# Statements end with a semicolon at the end of a line (bodies hold none).
-_STATEMENT_END = re.compile(r";[ \t]*(?:\n|\Z)")
+# A statement ends with a semicolon at the end of a line followed by a blank line or the end
+# of the file (a `begin atomic ... end` body holds semicolons of its own).
+_STATEMENT_END = re.compile(r";[ \t]*(?:\n[ \t]*\n|\n?[ \t]*\Z)")
 
 
 class ViewError(Exception):
@@ -285,6 +286,66 @@ def _check_dataset(
                 )
 
 
+@dataclass(frozen=True)
+class Statement:
+    """One `create or replace` statement of a view set, as `apply_views` runs them.
+
+    Attributes:
+        sql: the statement, every name it creates qualified by the dataset's schema.
+        path: the file it comes from.
+        what: `view <name>` or `macro <name>`, for error messages.
+    """
+
+    sql: str
+    path: Traversable
+    what: str
+
+
+def view_statements(
+    dataset: str, sql_dir: Path | Traversable | None = None, dialect: str = "duckdb"
+) -> list[Statement]:
+    """The statements that create the macros and views of `sql_dir` in schema `dataset`.
+
+    Order: the macros that read no view first, in their file's order; then the views in
+    dependency order, each preceded by the macros it calls that read views (a table macro
+    is bound when it is created, so the views it reads must exist by then). Run them with
+    `dataset` first on the search path: a macro calling another macro binds it through the
+    search path when it is created.
+
+    Args:
+        dataset: the schema holding the loader's tables.
+        sql_dir: folder of view files; default the views shipped in the package.
+        dialect: whose macro file to use: `duckdb` or `postgres` (the view files serve both).
+
+    Raises:
+        ViewDefinitionError, ViewCycleError: the view or macro files are unusable.
+    """
+    views = order_views(discover_views(sql_dir))
+    macros = discover_macros(sql_dir, dialect)
+    macro_reads = _macro_reads(macros, {view.name for view in views})
+    statements = [
+        Statement(macro.qualified(dataset), macro.path, f"macro {macro.name}")
+        for macro in macros
+        if not macro_reads[macro.name]
+    ]
+    pending = [macro for macro in macros if macro_reads[macro.name]]
+    for view in views:
+        used = _referenced_names(view.sql)
+        for macro in [macro for macro in pending if macro.name in used]:
+            statements.append(
+                Statement(macro.qualified(dataset), macro.path, f"macro {macro.name}")
+            )
+            pending.remove(macro)
+        statements.append(
+            Statement(
+                f"create or replace view {_quote(dataset)}.{_quote(view.name)} as\n{view.sql}\n",
+                view.path,
+                f"view {view.name}",
+            )
+        )
+    return statements
+
+
 def apply_views(
     connection: duckdb.DuckDBPyConnection,
     dataset: str,
@@ -293,8 +354,9 @@ def apply_views(
     """Create or replace every view of `sql_dir` in schema `dataset`, in dependency order.
 
     The macros of `sql_dir/macros/duckdb.sql` are created (or replaced) in the same schema
-    before the views that call them. All macros and views are applied in one transaction: if
-    one fails, none changes and the views from the previous run stay as they were.
+    before the views that call them (see `view_statements`). All macros and views are applied
+    in one transaction: if one fails, none changes and the views from the previous run stay
+    as they were.
 
     Args:
         connection: an open DuckDB connection, not inside a transaction.
@@ -305,39 +367,22 @@ def apply_views(
         The view names in the order they were applied.
 
     Raises:
-        ViewDefinitionError, ViewCycleError: the view files are unusable.
+        ViewDefinitionError, ViewCycleError: the view or macro files are unusable.
         ViewApplyError: the dataset is missing, or DuckDB rejected a view or a macro (the
             message names the file).
     """
     views = order_views(discover_views(sql_dir))
-    macros = discover_macros(sql_dir)
+    statements = view_statements(dataset, sql_dir)
     _check_dataset(connection, dataset, views)
-    # A macro that reads views (a table macro) is bound when it is created, so it is created
-    # just before the first view that calls it, once the views it reads exist; the others
-    # first, in file order.
-    macro_reads = _macro_reads(macros, {view.name for view in views})
-    pending = [macro for macro in macros if macro_reads[macro.name]]
     # DuckDB binds the names inside a macro when it is created, through the search path
     # (inside a view, the view's schema comes first): the dataset's schema goes on the search
     # path while the macros and views are created, and the caller's is restored afterwards.
-    (saved_search_path,) = connection.execute(
-        "select current_setting('search_path')"
-    ).fetchone()
+    (saved_search_path,) = connection.execute("select current_setting('search_path')").fetchone()
     connection.begin()
     try:
         connection.execute(f"set search_path = {_literal(_quote(dataset))}")
-        for macro in macros:
-            if macro not in pending:
-                _create(connection, macro.qualified(dataset), macro.path, f"macro {macro.name}")
-        for view in views:
-            used = _referenced_names(view.sql)
-            for macro in [macro for macro in pending if macro.name in used]:
-                _create(connection, macro.qualified(dataset), macro.path, f"macro {macro.name}")
-                pending.remove(macro)
-            statement = (
-                f"create or replace view {_quote(dataset)}.{_quote(view.name)} as\n{view.sql}\n"
-            )
-            _create(connection, statement, view.path, f"view {view.name}")
+        for statement in statements:
+            _create(connection, statement)
     except BaseException:
         connection.rollback()
         raise
@@ -354,12 +399,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _create(
-    connection: duckdb.DuckDBPyConnection, statement: str, path: Traversable, what: str
-) -> None:
+def _create(connection: duckdb.DuckDBPyConnection, statement: Statement) -> None:
     """Run one `create or replace` statement; a failure names the file and the object."""
     try:
-        connection.execute(statement)
+        connection.execute(statement.sql)
     except duckdb.Error as error:
         hint = ""
         if isinstance(error, duckdb.BinderException) and "not found" in str(error):
@@ -367,4 +410,4 @@ def _create(
                 ". If an older eachlabs-pipeline wrote this file, run "
                 "`eachlabs-pipeline load` once: it adds the columns the views read"
             )
-        raise ViewApplyError(f"{path}: {what} failed: {error}{hint}") from error
+        raise ViewApplyError(f"{statement.path}: {statement.what} failed: {error}{hint}") from error

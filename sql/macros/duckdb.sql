@@ -3,8 +3,10 @@
 -- `pipelines.views.apply_views` creates these macros in the dataset's schema, in this
 -- file's order and in the same transaction as the views, before the views. Each statement
 -- is `create or replace macro <name>(...) as ...` with an unqualified name (the applier
--- adds the schema) and ends with a semicolon at the end of a line. sql/macros/postgres.sql
--- holds the same formulas as PostgreSQL functions; keep the two files in step.
+-- adds the schema) and ends with a semicolon at the end of a line followed by a blank line.
+-- A macro that reads a view (step_latency) is created just before the first view calling
+-- it. sql/macros/postgres.sql holds the same formulas as PostgreSQL functions; keep the two
+-- files in step.
 
 -- z of the 95% two-sided normal interval, as a double (a decimal literal would make
 -- z * z a decimal product and change the last bits of the bounds).
