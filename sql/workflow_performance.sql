@@ -20,7 +20,7 @@
 --   finished_executions        completed + failed executions: the denominator of success_rate.
 --   success_rate               completed / finished executions; null when none finished.
 --   success_rate_low           lower bound of the 95% Wilson score interval
---                              (z = 1.959963984540054); null when none finished.
+--                              (macro wilson_low); null when none finished.
 --   success_rate_high          upper bound of that interval; null when none finished.
 --   is_low_sample              true when fewer than 30 executions finished.
 --   skewed_executions          completed executions whose completed_at precedes started_at;
