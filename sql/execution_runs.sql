@@ -18,6 +18,13 @@
 --   step_count       number of steps the API reported for the execution.
 --   error            high-level error type (failed executions only).
 --   error_cause      detailed error message (failed executions only).
+--
+-- Per-execution flags, so that reporting views only aggregate:
+--   is_finished           status is completed or failed: the execution has an outcome.
+--   sample_seconds        latency_seconds when the execution belongs to the latency sample
+--                         (completed, both timestamps, no clock skew; macro latency_sample),
+--                         else null.
+--   is_skewed_completion  completed with latency_seconds < 0: left out of the sample.
 
 -- The loader derives latency_seconds and started_date when it writes a row; rows written by
 -- versions that did not (null there while the timestamps are present) are derived here.
@@ -87,4 +94,20 @@ dated as (
 
 )
 
-select * from dated
+select
+    execution_id,
+    workflow_id,
+    bulk_id,
+    status,
+    started_at,
+    completed_at,
+    latency_seconds,
+    is_skewed,
+    started_date,
+    step_count,
+    error,
+    error_cause,
+    status in ('completed', 'failed') as is_finished,
+    latency_sample(status, latency_seconds) as sample_seconds,
+    status = 'completed' and is_skewed as is_skewed_completion
+from dated

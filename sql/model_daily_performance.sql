@@ -20,7 +20,7 @@
 --   in_flight_steps    steps still queued or running.
 --   finished_steps     completed_steps + failed_steps: the denominator of failure_rate.
 --   failure_rate       failed_steps / finished_steps; null when finished_steps = 0.
---   failure_rate_low   lower bound of the 95% Wilson score interval (z = 1.959963984540054);
+--   failure_rate_low   lower bound of the 95% Wilson score interval (macro wilson_low);
 --                      null when finished_steps = 0.
 --   failure_rate_high  upper bound of that interval; null when finished_steps = 0.
 --   is_low_sample      true when fewer than 30 steps finished that day.
@@ -31,6 +31,7 @@
 --   p95_seconds        95th percentile of the same sample; null when there is none.
 -- Counts are 0, never null, on the days a row exists.
 
+
 with
 
 steps as (
@@ -40,30 +41,11 @@ steps as (
         step_type,
         model,
         status,
-        latency_seconds,
-        is_skewed
+        is_finished,
+        is_in_flight,
+        sample_seconds,
+        is_skewed_completion
     from step_runs
-
-),
-
-wilson as (
-
-    select cast(1.959963984540054 as double precision) as z
-
-),
-
-classified as (
-
-    select
-        started_date,
-        step_type,
-        model,
-        status,
-        case
-            when status = 'completed' and latency_seconds >= 0 then latency_seconds
-        end as sample_seconds,
-        status = 'completed' and is_skewed as is_skewed_completion
-    from steps
 
 ),
 
@@ -77,14 +59,14 @@ daily_counts as (
         count(*) filter (where status = 'completed') as completed_steps,
         count(*) filter (where status = 'failed') as failed_steps,
         count(*) filter (where status = 'cancelled') as cancelled_steps,
-        count(*) filter (where status in ('queued', 'running')) as in_flight_steps,
-        count(*) filter (where status in ('completed', 'failed')) as finished_steps,
+        count(*) filter (where is_in_flight) as in_flight_steps,
+        count(*) filter (where is_finished) as finished_steps,
         count(*) filter (where is_skewed_completion) as skewed_steps,
         -- Both fractions in one aggregate: the sample is ordered once.
         percentile_cont(array[0.50, 0.95]) within group (
             order by sample_seconds
         ) as percentiles
-    from classified
+    from steps
     group by
         started_date,
         step_type,
@@ -95,54 +77,23 @@ daily_counts as (
 final as (
 
     select
-        daily_counts.started_date,
-        daily_counts.step_type,
-        daily_counts.model,
-        daily_counts.total_steps,
-        daily_counts.completed_steps,
-        daily_counts.failed_steps,
-        daily_counts.cancelled_steps,
-        daily_counts.in_flight_steps,
-        daily_counts.finished_steps,
-        case
-            when daily_counts.finished_steps > 0
-                then cast(daily_counts.failed_steps as double precision)
-                / daily_counts.finished_steps
-        end as failure_rate,
-        -- Wilson score bounds, count form (see model_failure_rates).
-        case
-            when daily_counts.finished_steps = 0 then null
-            when daily_counts.failed_steps = 0 then cast(0 as double precision)
-            else (
-                daily_counts.failed_steps + wilson.z * wilson.z / 2
-                - wilson.z * sqrt(
-                    cast(daily_counts.failed_steps as double precision)
-                    * (daily_counts.finished_steps - daily_counts.failed_steps)
-                    / daily_counts.finished_steps
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (daily_counts.finished_steps + wilson.z * wilson.z)
-        end as failure_rate_low,
-        case
-            when daily_counts.finished_steps = 0 then null
-            when daily_counts.failed_steps = daily_counts.finished_steps
-                then cast(1 as double precision)
-            else (
-                daily_counts.failed_steps + wilson.z * wilson.z / 2
-                + wilson.z * sqrt(
-                    cast(daily_counts.failed_steps as double precision)
-                    * (daily_counts.finished_steps - daily_counts.failed_steps)
-                    / daily_counts.finished_steps
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (daily_counts.finished_steps + wilson.z * wilson.z)
-        end as failure_rate_high,
-        daily_counts.finished_steps < 30 as is_low_sample,
-        daily_counts.skewed_steps,
-        daily_counts.percentiles[1] as p50_seconds,
-        daily_counts.percentiles[2] as p95_seconds
+        started_date,
+        step_type,
+        model,
+        total_steps,
+        completed_steps,
+        failed_steps,
+        cancelled_steps,
+        in_flight_steps,
+        finished_steps,
+        rate_of(failed_steps, finished_steps) as failure_rate,
+        wilson_low(failed_steps, finished_steps) as failure_rate_low,
+        wilson_high(failed_steps, finished_steps) as failure_rate_high,
+        finished_steps < 30 as is_low_sample,
+        skewed_steps,
+        percentiles[1] as p50_seconds,
+        percentiles[2] as p95_seconds
     from daily_counts
-    cross join wilson
 
 )
 

@@ -20,13 +20,14 @@
 --   finished_steps       completed_steps + failed_steps: the denominator of failure_rate.
 --   failure_rate         failed_steps / finished_steps; null when finished_steps = 0.
 --   failure_rate_low     lower bound of the 95% Wilson score interval of failure_rate
---                        (z = 1.959963984540054); null when finished_steps = 0.
+--                        (macro wilson_low); null when finished_steps = 0.
 --   failure_rate_high    upper bound of that interval; null when finished_steps = 0.
 --   failure_seconds_p50  median time to failure: latency of failed steps with both timestamps
 --                        and no clock skew (percentile_cont 0.50); null when there is none.
 --   skewed_failed_steps  failed steps left out of failure_seconds_p50 because they completed
 --                        before they started (clock skew).
 --   is_low_sample        true when fewer than 30 steps finished: treat the rate as anecdotal.
+
 
 with
 
@@ -36,14 +37,11 @@ steps as (
         step_type,
         model,
         status,
-        latency_seconds
+        is_finished,
+        is_in_flight,
+        failure_seconds,
+        is_skewed_failure
     from step_runs
-
-),
-
-wilson as (
-
-    select cast(1.959963984540054 as double precision) as z
 
 ),
 
@@ -56,12 +54,10 @@ step_counts as (
         count(*) filter (where status = 'completed') as completed_steps,
         count(*) filter (where status = 'failed') as failed_steps,
         count(*) filter (where status = 'cancelled') as cancelled_steps,
-        count(*) filter (where status in ('queued', 'running')) as in_flight_steps,
-        count(*) filter (where status in ('completed', 'failed')) as finished_steps,
-        percentile_cont(0.50) within group (
-            order by case when status = 'failed' and latency_seconds >= 0 then latency_seconds end
-        ) as failure_seconds_p50,
-        count(*) filter (where status = 'failed' and latency_seconds < 0) as skewed_failed_steps
+        count(*) filter (where is_in_flight) as in_flight_steps,
+        count(*) filter (where is_finished) as finished_steps,
+        percentile_cont(0.50) within group (order by failure_seconds) as failure_seconds_p50,
+        count(*) filter (where is_skewed_failure) as skewed_failed_steps
     from steps
     group by
         step_type,
@@ -72,54 +68,21 @@ step_counts as (
 final as (
 
     select
-        step_counts.step_type,
-        step_counts.model,
-        step_counts.total_steps,
-        step_counts.completed_steps,
-        step_counts.failed_steps,
-        step_counts.cancelled_steps,
-        step_counts.in_flight_steps,
-        step_counts.finished_steps,
-        case
-            when step_counts.finished_steps > 0
-                then cast(step_counts.failed_steps as double precision)
-                / step_counts.finished_steps
-        end as failure_rate,
-        -- Wilson score bounds for f failures out of n finished steps, in count form:
-        --     (f + z^2/2 -/+ z * sqrt(f * (n - f) / n + z^2/4)) / (n + z^2)
-        -- The lower bound at f = 0 is exactly 0 and the upper bound at f = n exactly 1.
-        case
-            when step_counts.finished_steps = 0 then null
-            when step_counts.failed_steps = 0 then cast(0 as double precision)
-            else (
-                step_counts.failed_steps + wilson.z * wilson.z / 2
-                - wilson.z * sqrt(
-                    cast(step_counts.failed_steps as double precision)
-                    * (step_counts.finished_steps - step_counts.failed_steps)
-                    / step_counts.finished_steps
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (step_counts.finished_steps + wilson.z * wilson.z)
-        end as failure_rate_low,
-        case
-            when step_counts.finished_steps = 0 then null
-            when step_counts.failed_steps = step_counts.finished_steps
-                then cast(1 as double precision)
-            else (
-                step_counts.failed_steps + wilson.z * wilson.z / 2
-                + wilson.z * sqrt(
-                    cast(step_counts.failed_steps as double precision)
-                    * (step_counts.finished_steps - step_counts.failed_steps)
-                    / step_counts.finished_steps
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (step_counts.finished_steps + wilson.z * wilson.z)
-        end as failure_rate_high,
-        step_counts.failure_seconds_p50,
-        step_counts.skewed_failed_steps,
-        step_counts.finished_steps < 30 as is_low_sample
+        step_type,
+        model,
+        total_steps,
+        completed_steps,
+        failed_steps,
+        cancelled_steps,
+        in_flight_steps,
+        finished_steps,
+        rate_of(failed_steps, finished_steps) as failure_rate,
+        wilson_low(failed_steps, finished_steps) as failure_rate_low,
+        wilson_high(failed_steps, finished_steps) as failure_rate_high,
+        failure_seconds_p50,
+        skewed_failed_steps,
+        finished_steps < 30 as is_low_sample
     from step_counts
-    cross join wilson
 
 )
 

@@ -17,7 +17,7 @@
 --
 -- Latency sample of a window: its completed steps with both timestamps and no clock skew.
 -- Failure rate of a window: failed / (completed + failed), with its 95% Wilson score interval
--- (z = 1.959963984540054), as in model_failure_rates.
+-- (macros wilson_low / wilson_high), as in model_failure_rates.
 --
 -- Columns:
 --   step_type                   'model', 'http', 'python' or null (no metadata).
@@ -56,16 +56,11 @@ steps as (
     select
         step_type,
         model,
+        is_finished,
         status,
-        latency_seconds,
+        sample_seconds,
         coalesce(started_at, execution_started_at) as placed_at
     from step_runs
-
-),
-
-wilson as (
-
-    select cast(1.959963984540054 as double precision) as z
 
 ),
 
@@ -88,11 +83,9 @@ windowed as (
             when steps.placed_at > bounds.recent_from_at then 'recent'
             else 'earlier'
         end as window_name,
+        steps.is_finished,
         steps.status,
-        case
-            when steps.status = 'completed' and steps.latency_seconds >= 0
-                then steps.latency_seconds
-        end as sample_seconds
+        steps.sample_seconds
     from steps
     cross join bounds
     where steps.placed_at > bounds.earlier_from_at
@@ -108,7 +101,7 @@ window_counts as (
         count(sample_seconds) as timed_steps,
         percentile_cont(0.50) within group (order by sample_seconds) as p50_seconds,
         percentile_cont(0.95) within group (order by sample_seconds) as p95_seconds,
-        count(*) filter (where status in ('completed', 'failed')) as finished_steps,
+        count(*) filter (where is_finished) as finished_steps,
         count(*) filter (where status = 'failed') as failed_steps
     from windowed
     group by
@@ -129,41 +122,12 @@ window_rates as (
         window_counts.p95_seconds,
         window_counts.finished_steps,
         window_counts.failed_steps,
-        case
-            when window_counts.finished_steps > 0
-                then cast(window_counts.failed_steps as double precision)
-                / window_counts.finished_steps
-        end as failure_rate,
-        -- Wilson score bounds, count form (see model_failure_rates).
-        case
-            when window_counts.finished_steps = 0 then null
-            when window_counts.failed_steps = 0 then cast(0 as double precision)
-            else (
-                window_counts.failed_steps + wilson.z * wilson.z / 2
-                - wilson.z * sqrt(
-                    cast(window_counts.failed_steps as double precision)
-                    * (window_counts.finished_steps - window_counts.failed_steps)
-                    / window_counts.finished_steps
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (window_counts.finished_steps + wilson.z * wilson.z)
-        end as failure_rate_low,
-        case
-            when window_counts.finished_steps = 0 then null
-            when window_counts.failed_steps = window_counts.finished_steps
-                then cast(1 as double precision)
-            else (
-                window_counts.failed_steps + wilson.z * wilson.z / 2
-                + wilson.z * sqrt(
-                    cast(window_counts.failed_steps as double precision)
-                    * (window_counts.finished_steps - window_counts.failed_steps)
-                    / window_counts.finished_steps
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (window_counts.finished_steps + wilson.z * wilson.z)
-        end as failure_rate_high
+        rate_of(window_counts.failed_steps, window_counts.finished_steps) as failure_rate,
+        wilson_low(window_counts.failed_steps, window_counts.finished_steps)
+            as failure_rate_low,
+        wilson_high(window_counts.failed_steps, window_counts.finished_steps)
+            as failure_rate_high
     from window_counts
-    cross join wilson
 
 ),
 

@@ -5,7 +5,10 @@
 -- metadata form the (null, null) row. Rows for groups where nothing completed have
 -- completed_steps = 0 and null latency figures.
 --
--- Latency sample: completed steps with both timestamps and latency_seconds >= 0.
+-- Latency sample: completed steps with both timestamps and latency_seconds >= 0
+-- (step_runs.sample_seconds). The statistics are computed by the table macro step_latency
+-- (sql/macros/), the one query shared with step_latency_by_model_version; here without
+-- the version, so each (step_type, model) group holds all its versions' steps.
 -- Percentiles are exact and continuous (linear interpolation between the two nearest
 -- samples, as percentile_cont), never approximate.
 --
@@ -25,76 +28,6 @@
 --   p99_seconds     99th percentile latency.
 --   max_seconds     slowest latency in the sample.
 
-with
-
-steps as (
-
-    select
-        step_type,
-        model,
-        status,
-        latency_seconds,
-        is_skewed
-    from step_runs
-
-),
-
-classified as (
-
-    select
-        step_type,
-        model,
-        case
-            when status = 'completed' and latency_seconds >= 0 then latency_seconds
-        end as sample_seconds,
-        status = 'completed' and is_skewed as is_skewed_completion,
-        status = 'completed' and latency_seconds is null as is_untimed_completion
-    from steps
-
-),
-
-aggregated as (
-
-    select
-        step_type,
-        model,
-        count(sample_seconds) as completed_steps,
-        count(*) filter (where is_skewed_completion) as skewed_steps,
-        count(*) filter (where is_untimed_completion) as untimed_steps,
-        avg(sample_seconds) as avg_seconds,
-        min(sample_seconds) as min_seconds,
-        -- One aggregate for the five fractions: the sample is ordered once, not five times.
-        percentile_cont(array[0.50, 0.75, 0.90, 0.95, 0.99]) within group (
-            order by sample_seconds
-        ) as percentiles,
-        max(sample_seconds) as max_seconds
-    from classified
-    group by
-        step_type,
-        model
-
-),
-
-final as (
-
-    select
-        step_type,
-        model,
-        completed_steps,
-        skewed_steps,
-        untimed_steps,
-        avg_seconds,
-        min_seconds,
-        percentiles[1] as p50_seconds,
-        percentiles[2] as p75_seconds,
-        percentiles[3] as p90_seconds,
-        percentiles[4] as p95_seconds,
-        percentiles[5] as p99_seconds,
-        max_seconds
-    from aggregated
-
-)
-
 select
     step_type,
     model,
@@ -109,4 +42,4 @@ select
     p95_seconds,
     p99_seconds,
     max_seconds
-from final
+from step_latency(false)

@@ -33,6 +33,20 @@
 --   execution_started_at  when the step's execution started (timestamptz, UTC).
 --   error                 step error type (failed steps).
 --   error_cause           detailed step error message (failed steps).
+--
+-- Per-step flags, so that reporting views only aggregate (`count(*) filter (where flag)`,
+-- `percentile_cont ... order by sample_seconds`):
+--   is_finished            status is completed or failed: the step has an outcome (the
+--                          denominator of every failure rate).
+--   is_in_flight           status is queued or running: no outcome yet.
+--   sample_seconds         latency_seconds when the step belongs to the latency sample
+--                          (completed, both timestamps, no clock skew; macro latency_sample),
+--                          else null.
+--   is_skewed_completion   completed with latency_seconds < 0: left out of the sample.
+--   is_untimed_completion  completed with a timestamp missing: left out of the sample.
+--   failure_seconds        latency_seconds of a failed step with both timestamps and no clock
+--                          skew (time to failure), else null.
+--   is_skewed_failure      failed with latency_seconds < 0: left out of failure_seconds.
 
 with
 
@@ -146,5 +160,13 @@ select
     execution_status,
     execution_started_at,
     error,
-    error_cause
+    error_cause,
+    status in ('completed', 'failed') as is_finished,
+    status in ('queued', 'running') as is_in_flight,
+    latency_sample(status, latency_seconds) as sample_seconds,
+    status = 'completed' and coalesce(latency_seconds < 0, false) as is_skewed_completion,
+    status = 'completed' and latency_seconds is null as is_untimed_completion,
+    case when status = 'failed' and latency_seconds >= 0 then latency_seconds end
+        as failure_seconds,
+    status = 'failed' and coalesce(latency_seconds < 0, false) as is_skewed_failure
 from steps

@@ -20,7 +20,7 @@
 --   finished_executions        completed + failed executions: the denominator of success_rate.
 --   success_rate               completed / finished executions; null when none finished.
 --   success_rate_low           lower bound of the 95% Wilson score interval
---                              (z = 1.959963984540054); null when none finished.
+--                              (macro wilson_low); null when none finished.
 --   success_rate_high          upper bound of that interval; null when none finished.
 --   is_low_sample              true when fewer than 30 executions finished.
 --   skewed_executions          completed executions whose completed_at precedes started_at;
@@ -38,8 +38,9 @@ executions as (
     select
         workflow_id,
         status,
-        latency_seconds,
-        is_skewed
+        is_finished,
+        sample_seconds,
+        is_skewed_completion
     from execution_runs
 
 ),
@@ -49,28 +50,8 @@ steps as (
     select
         workflow_id,
         model,
-        status,
-        latency_seconds
+        sample_seconds
     from step_runs
-
-),
-
-wilson as (
-
-    select cast(1.959963984540054 as double precision) as z
-
-),
-
-classified_executions as (
-
-    select
-        workflow_id,
-        status,
-        case
-            when status = 'completed' and latency_seconds >= 0 then latency_seconds
-        end as sample_seconds,
-        status = 'completed' and is_skewed as is_skewed_completion
-    from executions
 
 ),
 
@@ -83,13 +64,13 @@ execution_counts as (
         count(*) filter (where status = 'failed') as failed_executions,
         count(*) filter (where status = 'cancelled') as cancelled_executions,
         count(*) filter (where status = 'running') as running_executions,
-        count(*) filter (where status in ('completed', 'failed')) as finished_executions,
+        count(*) filter (where is_finished) as finished_executions,
         count(*) filter (where is_skewed_completion) as skewed_executions,
         -- Both fractions in one aggregate: the sample is ordered once.
         percentile_cont(array[0.50, 0.95]) within group (
             order by sample_seconds
         ) as percentiles
-    from classified_executions
+    from executions
     group by
         workflow_id
 
@@ -100,12 +81,11 @@ model_medians as (
     select
         workflow_id,
         model,
-        percentile_cont(0.50) within group (order by latency_seconds) as p50_seconds
+        percentile_cont(0.50) within group (order by sample_seconds) as p50_seconds
     from steps
     where
         model is not null
-        and status = 'completed'
-        and latency_seconds >= 0
+        and sample_seconds is not null
     group by
         workflow_id,
         model
@@ -147,45 +127,12 @@ final as (
         execution_counts.cancelled_executions,
         execution_counts.running_executions,
         execution_counts.finished_executions,
-        case
-            when execution_counts.finished_executions > 0
-                then cast(execution_counts.completed_executions as double precision)
-                / execution_counts.finished_executions
-        end as success_rate,
-        -- Wilson score bounds, count form (see model_failure_rates), with s successes.
-        case
-            when execution_counts.finished_executions = 0 then null
-            when execution_counts.completed_executions = 0 then cast(0 as double precision)
-            else (
-                execution_counts.completed_executions + wilson.z * wilson.z / 2
-                - wilson.z * sqrt(
-                    cast(execution_counts.completed_executions as double precision)
-                    * (
-                        execution_counts.finished_executions
-                        - execution_counts.completed_executions
-                    )
-                    / execution_counts.finished_executions
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (execution_counts.finished_executions + wilson.z * wilson.z)
-        end as success_rate_low,
-        case
-            when execution_counts.finished_executions = 0 then null
-            when execution_counts.completed_executions = execution_counts.finished_executions
-                then cast(1 as double precision)
-            else (
-                execution_counts.completed_executions + wilson.z * wilson.z / 2
-                + wilson.z * sqrt(
-                    cast(execution_counts.completed_executions as double precision)
-                    * (
-                        execution_counts.finished_executions
-                        - execution_counts.completed_executions
-                    )
-                    / execution_counts.finished_executions
-                    + wilson.z * wilson.z / 4
-                )
-            ) / (execution_counts.finished_executions + wilson.z * wilson.z)
-        end as success_rate_high,
+        rate_of(execution_counts.completed_executions, execution_counts.finished_executions)
+            as success_rate,
+        wilson_low(execution_counts.completed_executions, execution_counts.finished_executions)
+            as success_rate_low,
+        wilson_high(execution_counts.completed_executions, execution_counts.finished_executions)
+            as success_rate_high,
         execution_counts.finished_executions < 30 as is_low_sample,
         execution_counts.skewed_executions,
         execution_counts.percentiles[1] as p50_seconds,
@@ -193,7 +140,6 @@ final as (
         slowest_models.model as slowest_model,
         slowest_models.p50_seconds as slowest_model_p50_seconds
     from execution_counts
-    cross join wilson
     left join slowest_models
         on execution_counts.workflow_id is not distinct from slowest_models.workflow_id
 

@@ -1,0 +1,94 @@
+-- Formulas shared by the views (DuckDB), each defined once.
+--
+-- `pipelines.views.apply_views` creates these macros in the dataset's schema, in this
+-- file's order and in the same transaction as the views, before the views. Each statement
+-- is `create or replace macro <name>(...) as ...` with an unqualified name (the applier
+-- adds the schema) and ends with a semicolon at the end of a line followed by a blank line.
+-- A macro that reads a view (step_latency) is created just before the first view calling
+-- it. sql/macros/postgres.sql holds the same formulas as PostgreSQL functions; keep the two
+-- files in step.
+
+-- z of the 95% two-sided normal interval, as a double (a decimal literal would make
+-- z * z a decimal product and change the last bits of the bounds).
+create or replace macro wilson_z() as
+    cast(1.959963984540054 as double precision);
+
+-- Wilson score bound for k events out of n trials, in count form:
+--     (k + z^2/2 + side * z * sqrt(k * (n - k) / n + z^2/4)) / (n + z^2)
+-- side = -1 gives the lower bound, +1 the upper one. The lower bound at k = 0 is exactly 0
+-- and the upper bound at k = n exactly 1; null when n = 0.
+create or replace macro wilson_bound(k, n, side) as
+    case
+        when n = 0 then null
+        when side < 0 and k = 0 then cast(0 as double precision)
+        when side > 0 and k = n then cast(1 as double precision)
+        else (
+            k + wilson_z() * wilson_z() / 2
+            + side * wilson_z() * sqrt(
+                cast(k as double precision) * (n - k) / n + wilson_z() * wilson_z() / 4
+            )
+        ) / (n + wilson_z() * wilson_z())
+    end;
+
+create or replace macro wilson_low(k, n) as wilson_bound(k, n, -1);
+
+create or replace macro wilson_high(k, n) as wilson_bound(k, n, 1);
+
+-- k / n as a double; null when n = 0 (a rate of nothing is unknown, not 0).
+create or replace macro rate_of(k, n) as
+    case when n > 0 then cast(k as double precision) / n end;
+
+-- The latency-sample rule: the latency of a completed step or execution with both
+-- timestamps and no clock skew; null for anything else (count() and percentile_cont()
+-- skip nulls, so the sample is the non-null values).
+create or replace macro latency_sample(status, latency_seconds) as
+    case when status = 'completed' and latency_seconds >= 0 then latency_seconds end;
+
+-- Latency statistics of step_runs' latency sample, per (step_type, model) or, with
+-- by_version, per (step_type, model, model_version): the one query behind
+-- step_latency_by_model and step_latency_by_model_version (percentiles cannot be
+-- re-aggregated from per-version rows, so each view groups the steps itself). Without
+-- by_version, model_version is null on every row.
+create or replace macro step_latency(by_version) as table
+    with
+
+    grouped as (
+
+        select
+            step_type,
+            model,
+            case when by_version then model_version end as model_version,
+            count(sample_seconds) as completed_steps,
+            count(*) filter (where is_skewed_completion) as skewed_steps,
+            count(*) filter (where is_untimed_completion) as untimed_steps,
+            avg(sample_seconds) as avg_seconds,
+            min(sample_seconds) as min_seconds,
+            -- One aggregate for the five fractions: the sample is ordered once.
+            percentile_cont(array[0.50, 0.75, 0.90, 0.95, 0.99]) within group (
+                order by sample_seconds
+            ) as percentiles,
+            max(sample_seconds) as max_seconds
+        from step_runs
+        group by
+            step_type,
+            model,
+            case when by_version then model_version end
+
+    )
+
+    select
+        step_type,
+        model,
+        model_version,
+        completed_steps,
+        skewed_steps,
+        untimed_steps,
+        avg_seconds,
+        min_seconds,
+        percentiles[1] as p50_seconds,
+        percentiles[2] as p75_seconds,
+        percentiles[3] as p90_seconds,
+        percentiles[4] as p95_seconds,
+        percentiles[5] as p99_seconds,
+        max_seconds
+    from grouped;

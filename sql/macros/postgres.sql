@@ -1,0 +1,124 @@
+-- Formulas shared by the views (PostgreSQL), each defined once: the same as
+-- sql/macros/duckdb.sql, as SQL functions. Keep the two files in step.
+--
+-- Same file rules as duckdb.sql: unqualified names, each statement ending with a semicolon
+-- at the end of a line followed by a blank line. `pipelines.views.view_statements(dataset,
+-- dialect="postgres")` gives the functions and the views in the order to run them, every
+-- created name qualified: run them with the dataset's schema first on the search path (a
+-- function calling another binds it when created). The scalar functions are `immutable`
+-- single-expression SQL functions, which PostgreSQL inlines into the queries that call them,
+-- so they cost no function call per row. step_latency has a SQL-standard body
+-- (`begin atomic`): like a view, it binds step_runs when it is created (so it comes after
+-- step_runs and before the two latency views) and reads the dataset's step_runs whatever the
+-- caller's search path.
+
+-- z of the 95% two-sided normal interval.
+create or replace function wilson_z() returns double precision
+    language sql immutable parallel safe
+    return cast(1.959963984540054 as double precision);
+
+-- Wilson score bound for k events out of n trials, in count form:
+--     (k + z^2/2 + side * z * sqrt(k * (n - k) / n + z^2/4)) / (n + z^2)
+-- side = -1 gives the lower bound, +1 the upper one. The lower bound at k = 0 is exactly 0
+-- and the upper bound at k = n exactly 1; null when n = 0.
+create or replace function wilson_bound(k bigint, n bigint, side integer)
+    returns double precision
+    language sql immutable parallel safe
+    return case
+        when n = 0 then null
+        when side < 0 and k = 0 then cast(0 as double precision)
+        when side > 0 and k = n then cast(1 as double precision)
+        else (
+            k + wilson_z() * wilson_z() / 2
+            + side * wilson_z() * sqrt(
+                cast(k as double precision) * (n - k) / n + wilson_z() * wilson_z() / 4
+            )
+        ) / (n + wilson_z() * wilson_z())
+    end;
+
+create or replace function wilson_low(k bigint, n bigint) returns double precision
+    language sql immutable parallel safe
+    return wilson_bound(k, n, -1);
+
+create or replace function wilson_high(k bigint, n bigint) returns double precision
+    language sql immutable parallel safe
+    return wilson_bound(k, n, 1);
+
+-- k / n as a double; null when n = 0 (a rate of nothing is unknown, not 0).
+create or replace function rate_of(k bigint, n bigint) returns double precision
+    language sql immutable parallel safe
+    return case when n > 0 then cast(k as double precision) / n end;
+
+-- The latency-sample rule: the latency of a completed step or execution with both
+-- timestamps and no clock skew; null for anything else.
+create or replace function latency_sample(status text, latency_seconds double precision)
+    returns double precision
+    language sql immutable parallel safe
+    return case when status = 'completed' and latency_seconds >= 0 then latency_seconds end;
+
+-- Latency statistics of step_runs' latency sample, per (step_type, model) or, with
+-- by_version, per (step_type, model, model_version): the one query behind
+-- step_latency_by_model and step_latency_by_model_version. Without by_version,
+-- model_version is null on every row.
+create or replace function step_latency(by_version boolean)
+    returns table (
+        step_type text,
+        model text,
+        model_version text,
+        completed_steps bigint,
+        skewed_steps bigint,
+        untimed_steps bigint,
+        avg_seconds double precision,
+        min_seconds double precision,
+        p50_seconds double precision,
+        p75_seconds double precision,
+        p90_seconds double precision,
+        p95_seconds double precision,
+        p99_seconds double precision,
+        max_seconds double precision
+    )
+    language sql stable parallel safe
+    begin atomic
+    with
+
+    grouped as (
+
+        select
+            step_runs.step_type,
+            step_runs.model,
+            case when by_version then step_runs.model_version end as model_version,
+            count(step_runs.sample_seconds) as completed_steps,
+            count(*) filter (where step_runs.is_skewed_completion) as skewed_steps,
+            count(*) filter (where step_runs.is_untimed_completion) as untimed_steps,
+            avg(step_runs.sample_seconds) as avg_seconds,
+            min(step_runs.sample_seconds) as min_seconds,
+            -- One aggregate for the five fractions: the sample is ordered once.
+            percentile_cont(array[0.50, 0.75, 0.90, 0.95, 0.99]) within group (
+                order by step_runs.sample_seconds
+            ) as percentiles,
+            max(step_runs.sample_seconds) as max_seconds
+        from step_runs
+        group by
+            step_runs.step_type,
+            step_runs.model,
+            case when by_version then step_runs.model_version end
+
+    )
+
+    select
+        grouped.step_type,
+        grouped.model,
+        grouped.model_version,
+        grouped.completed_steps,
+        grouped.skewed_steps,
+        grouped.untimed_steps,
+        grouped.avg_seconds,
+        grouped.min_seconds,
+        grouped.percentiles[1] as p50_seconds,
+        grouped.percentiles[2] as p75_seconds,
+        grouped.percentiles[3] as p90_seconds,
+        grouped.percentiles[4] as p95_seconds,
+        grouped.percentiles[5] as p99_seconds,
+        grouped.max_seconds
+    from grouped;
+    end;
