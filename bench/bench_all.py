@@ -314,7 +314,7 @@ def measure_normalise(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
         dataset_name="eachlabs",
     )  # fmt: skip
     started = time.perf_counter()
-    source = dlt.resource(batches(payloads, settings.DEFAULT_BATCH_SIZE), name="b", selected=False)
+    source = dlt.resource(batches(payloads, settings.DEFAULTS.batch_size), name="b", selected=False)
     pipeline.run(table_resources(source))
     ours_s = time.perf_counter() - started
     ours_rows = {t: count_rows(work / "ours_norm.duckdb", "eachlabs")[t] for t in TABLES}

@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--executions", type=int, default=20_000)
     parser.add_argument("--fetch", type=int, default=2_000, help="IDs to fetch over HTTP")
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--concurrency", type=int, default=settings.DEFAULT_CONCURRENCY)
+    parser.add_argument("--concurrency", type=int, default=settings.DEFAULTS.concurrency)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     results: dict[str, float] = {}
@@ -124,7 +124,7 @@ def main() -> int:
         with jsonl.open(encoding="utf-8") as handle:
             payloads = [json.loads(line) for line in handle]
         with timed("normalise", results):
-            for _ in batches(payloads, settings.DEFAULT_BATCH_SIZE):
+            for _ in batches(payloads, settings.DEFAULTS.batch_size):
                 pass
 
         pipeline = dlt.pipeline(
@@ -135,7 +135,7 @@ def main() -> int:
         )
         with timed("normalise_load", results):
             source = dlt.resource(
-                batches(payloads, settings.DEFAULT_BATCH_SIZE), name="batches", selected=False
+                batches(payloads, settings.DEFAULTS.batch_size), name="batches", selected=False
             )
             pipeline.run(table_resources(source))
         with duckdb.connect(str(workdir / "ours.duckdb"), read_only=True) as connection:

@@ -121,16 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
         "starting with '#' are skipped",
     )
     _add_target_options(load)
-    load.add_argument(
-        "--base-url",
-        help=f"API root (default from config, else {settings.DEFAULT_BASE_URL})",
-    )
-    load.add_argument(
-        "--concurrency",
-        type=int,
-        help=f"requests in flight at once (default from config, else "
-        f"{settings.DEFAULT_CONCURRENCY})",
-    )
+    for name, setting in settings.SETTING_FIELDS.items():
+        if "flag" in setting.metadata:
+            flag, help_text = setting.metadata["flag"]
+            load.add_argument(
+                flag,
+                dest=name,
+                type=type(setting.default),
+                help=f"{help_text} (default from config, else {setting.default})",
+            )
     load.add_argument(
         "--refresh-all",
         action="store_true",
@@ -294,11 +293,11 @@ def _print_summary(summary: LoadSummary) -> None:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = {}
-    if args.base_url:
-        options["base_url"] = args.base_url
-    if args.concurrency is not None:
-        options["concurrency"] = args.concurrency
+    options: dict[str, Any] = {
+        name: getattr(args, name)
+        for name, setting in settings.SETTING_FIELDS.items()
+        if "flag" in setting.metadata and getattr(args, name) not in (None, "")
+    }
     summary = run_load(
         _read_ids(args),
         db_path=args.db,
@@ -377,6 +376,23 @@ def dlt_failure_message(exc: BaseException) -> str:
     return message
 
 
+class _JsonHintNoise(logging.Filter):
+    """Drops dlt's warning that our JSON column hints differ from the Arrow string type.
+
+    JSON columns travel as Arrow strings holding JSON text and the `json` hint is how dlt is
+    told to create them as JSON columns: the difference is the point, not a problem.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "several column hints were different" not in record.getMessage()
+
+
+def _install_log_filters() -> None:
+    dlt_logger = logging.getLogger("dlt")
+    if not any(isinstance(f, _JsonHintNoise) for f in dlt_logger.filters):
+        dlt_logger.addFilter(_JsonHintNoise())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # dlt's anonymous usage telemetry is off unless the user switches it on.
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -385,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _install_log_filters()
     try:
         return int(args.handler(args) or EXIT_OK)
     except AuthError as exc:

@@ -18,12 +18,12 @@ from typing import Any
 
 import dlt
 import duckdb
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from pipelines.eachlabs import FetchReport, eachlabs_source, settings
+from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
 from pipelines.eachlabs.errors import ConfigError, EachlabsError, LockedError
 from pipelines.eachlabs.ids import select_ids
+from pipelines.eachlabs.settings import resolve_settings
 from pipelines.lock import load_lock
 from pipelines.views import apply_views
 
@@ -237,8 +237,8 @@ def run_load(
         db_path: The DuckDB file (created if missing).
         dataset: DuckDB schema of the tables and views.
         refresh_all: Fetch IDs again even if they are stored with a terminal status.
-        source_options: Explicit `eachlabs_source` arguments (flags); the rest come from
-            dlt config (environment, then .dlt/*.toml).
+        source_options: Explicit settings (flags) by name; the rest come from dlt config
+            (environment, then .dlt/*.toml), else the defaults (see `settings.EachlabsSettings`).
         on_progress: Called now and then with the counts while fetching.
         lock_wait_s: How long to wait for another load into the same file to finish.
         chunk_executions, chunk_seconds: Commit after this many executions or seconds,
@@ -261,12 +261,11 @@ def run_load(
         # An empty list is not an error (an upstream export found nothing new), but it must not
         # empty fetch_errors or touch any other table either.
         return LoadSummary(no_ids=True)
-    chunk_limit = chunk_limits(chunk_executions, chunk_seconds)
+    chunks = {"chunk_executions": chunk_executions, "chunk_seconds": chunk_seconds}
+    config = resolve_settings({**(source_options or {}), **chunks})
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
     with load_lock(db_path, lock_wait_s):
-        return _run_load(
-            ids, db_path, dataset, refresh_all, source_options, on_progress, chunk_limit, on_commit
-        )
+        return _run_load(ids, db_path, dataset, refresh_all, config, on_progress, on_commit)
 
 
 def _run_load(
@@ -274,9 +273,8 @@ def _run_load(
     db_path: Path,
     dataset: str,
     refresh_all: bool,
-    source_options: dict[str, Any] | None,
+    config: EachlabsSettings,
     on_progress: Callable[[FetchReport], None] | None,
-    chunk_limit: tuple[int, float],
     on_commit: Callable[[LoadSummary], None] | None,
 ) -> LoadSummary:
     open_target(db_path)
@@ -290,7 +288,6 @@ def _run_load(
         dataset_name=dataset,
     )
     summary = LoadSummary()
-    chunk_executions, chunk_seconds = chunk_limit
     if pipeline.has_pending_data:
         # An earlier run was interrupted after fetching: finish loading what it fetched
         # first, so that this run starts from exact tables.
@@ -318,10 +315,10 @@ def _run_load(
         first = True
         while first or remaining.has_more():
             chunk = FetchReport()
-            chunk_ids = _take(remaining, chunk_executions, time.monotonic() + chunk_seconds)
+            deadline = time.monotonic() + config.chunk_seconds
             source = _make_source(
-                chunk_ids, selection.rejected if first else {}, chunk, summary.fetch,
-                on_progress, source_options,
+                _take(remaining, config.chunk_executions, deadline),
+                selection.rejected if first else {}, chunk, summary.fetch, on_progress, config,
             )  # fmt: skip
             if not first:  # the run's errors: replaced by the first chunk, then added to
                 source.resources["fetch_errors"].apply_hints(write_disposition="append")
@@ -418,25 +415,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
 def chunk_limits(executions: int | None = None, seconds: float | None = None) -> tuple[int, float]:
     """The chunk limits: explicit values, else dlt config (`chunk_executions`,
     `chunk_seconds` under [sources.eachlabs] or SOURCES__EACHLABS__...), else the defaults."""
-    if executions is None:
-        executions = _config_value("chunk_executions", int, settings.DEFAULT_CHUNK_EXECUTIONS)
-    if seconds is None:
-        seconds = _config_value("chunk_seconds", float, settings.DEFAULT_CHUNK_SECONDS)
-    if isinstance(executions, bool) or not isinstance(executions, int) or executions < 1:
-        raise ConfigError(
-            f"chunk_executions must be a whole number of at least 1, not {executions!r}"
-        )
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise ConfigError(f"chunk_seconds must be a number of seconds above 0, not {seconds!r}")
-    return executions, float(seconds)
-
-
-def _config_value(name: str, kind: type, default: Any) -> Any:
-    try:
-        value = dlt.config.get(f"sources.eachlabs.{name}", kind)
-    except Exception as exc:  # dlt's coercion error names neither the setting nor the fix
-        raise ConfigError(f"{name} must be a {kind.__name__}: {exc}") from None
-    return default if value is None else value
+    chunks = {"chunk_executions": executions, "chunk_seconds": seconds}
+    config = resolve_settings(chunks, only=chunks)
+    return config.chunk_executions, float(config.chunk_seconds)
 
 
 def _take(ids: Iterator[str], limit: int, deadline: float) -> Iterator[str]:
@@ -475,7 +456,7 @@ def _make_source(
     chunk: FetchReport,
     total: FetchReport,
     on_progress: Callable[[FetchReport], None] | None,
-    source_options: dict[str, Any] | None,
+    config: EachlabsSettings,
 ) -> Any:
     """The dlt source of one chunk; its progress is reported as the whole run's."""
 
@@ -483,23 +464,13 @@ def _make_source(
         if on_progress is not None:
             on_progress(_combined(total, report))
 
-    try:
-        return eachlabs_source(
-            execution_ids=ids,
-            rejected_ids=rejected,
-            report=chunk,
-            on_progress=progress if on_progress else None,
-            **(source_options or {}),
-        )
-    except ConfigFieldMissingException as exc:
-        if "api_key" in exc.fields:
-            raise ConfigError(
-                "no API key: set SOURCES__EACHLABS__API_KEY or api_key under "
-                "[sources.eachlabs] in .dlt/secrets.toml"
-            ) from None
-        raise ConfigError(str(exc)) from None
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    return eachlabs_source(
+        execution_ids=ids,
+        rejected_ids=rejected,
+        report=chunk,
+        on_progress=progress if on_progress else None,
+        config=config,
+    )
 
 
 def _combined(total: FetchReport, chunk: FetchReport) -> FetchReport:

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from pipelines.eachlabs.client import EachlabsClient, _retry_after_s
+from pipelines.eachlabs.answers import retry_after_s as _retry_after_s
+from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import (
     AuthError,
     ConfigError,

@@ -4,7 +4,6 @@ documented."""
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import build_parser
+from pipelines.eachlabs.settings import DEFAULTS, SETTING_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -116,9 +116,12 @@ def test_every_flag_the_docs_name_exists() -> None:
     assert not missing, f"the docs name flags no command has: {sorted(missing)}"
 
 
-SETTINGS = ["base_url", "concurrency", "long_poll_timeout_s", "request_timeout_s",
-            "max_attempts", "backoff_base_s", "max_retry_delay_s", "batch_size",
-            "batch_max_bytes"]  # fmt: skip
+SETTINGS = [name for name in SETTING_NAMES if name != "api_key"]  # the key is a secret
+
+
+def test_config_toml_lists_exactly_the_settings_with_their_defaults() -> None:
+    config = tomllib.loads((REPO / ".dlt" / "config.toml").read_text(encoding="utf-8"))
+    assert config["sources"]["eachlabs"] == {name: getattr(DEFAULTS, name) for name in SETTINGS}
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -128,7 +131,14 @@ def test_every_setting_is_in_the_readme_and_config_toml(setting: str) -> None:
     assert f"`{setting}`" in section("Configuration")
     from pipelines.eachlabs import eachlabs_source
 
-    assert setting in inspect.signature(eachlabs_source).parameters
+    # The source takes the setting by name (it would refuse an unknown one).
+    default = getattr(DEFAULTS, setting)
+    source = eachlabs_source(api_key="k", **{setting: default})
+    assert sorted(source.resources) == sorted(TABLES)
+
+
+def test_the_readme_names_the_secret_setting() -> None:
+    assert "`api_key` (secret)" in section("Configuration")
 
 
 TABLES = ["executions", "step_outputs", "step_params", "fetch_errors"]
@@ -143,9 +153,9 @@ def test_the_readme_lists_every_table() -> None:
 def test_every_column_is_in_the_data_dictionary_and_every_documented_column_exists(
     table: str,
 ) -> None:
-    from pipelines.eachlabs import normalise
+    from pipelines.eachlabs.tables import SCHEMAS
 
-    schema = getattr(normalise, f"{table.upper()}_SCHEMA")
+    schema = SCHEMAS[table]
     match = re.search(rf"^## `{table}`.*?$(.*?)(?=^#+ )", TABLES_DOC, re.M | re.S)
     assert match, f"docs/tables.md has no data dictionary section for {table}"
     rows = re.findall(r"^\| (.*?) \|", match.group(1), re.M)

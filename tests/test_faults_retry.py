@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from pipelines.eachlabs.client import EachlabsClient, _retry_after_s
+from pipelines.eachlabs.answers import retry_after_s as _retry_after_s
+from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import TransientError
 from tests.hostile import API_KEY, HostileServer, serve_payload, throttle
 

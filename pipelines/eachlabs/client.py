@@ -9,17 +9,14 @@ throttles, and no retry of what cannot get better (4xx, redirects, untrusted cer
 
 from __future__ import annotations
 
-import email.utils
-import json
+import dataclasses
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
 
 import requests
@@ -28,6 +25,14 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from pipelines.eachlabs import settings
+from pipelines.eachlabs.answers import (
+    Retryable,
+    decode_execution,
+    error_text,
+    read_body,
+    retry_after_s,
+    short,
+)
 from pipelines.eachlabs.errors import (
     AuthError,
     ConfigError,
@@ -35,15 +40,12 @@ from pipelines.eachlabs.errors import (
     NotFoundError,
     PayloadError,
     TransientError,
+    UnusableBodyError,
 )
 from pipelines.eachlabs.ids import validate_execution_id
 
 logger = logging.getLogger(__name__)
 
-_DELTA_SECONDS = re.compile(r"[0-9]+")
-_READ_SIZE = 1 << 16
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII, as an HTTP header value needs
-_BASE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 
 _NETWORK_ERRORS = (
     requests.ConnectionError,
@@ -76,38 +78,38 @@ class EachlabsClient:
         base_url: str,
         api_key: str,
         *,
-        long_poll_timeout_s: int = settings.DEFAULT_LONG_POLL_TIMEOUT_S,
-        request_timeout_s: float = settings.DEFAULT_REQUEST_TIMEOUT_S,
-        max_attempts: int = settings.DEFAULT_MAX_ATTEMPTS,
-        backoff_base_s: float = settings.DEFAULT_BACKOFF_BASE_S,
-        max_retry_delay_s: float = settings.DEFAULT_MAX_RETRY_DELAY_S,
-        pool_size: int = settings.DEFAULT_CONCURRENCY,
+        pool_size: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        **options: Any,
     ) -> None:
-        if not api_key:
-            raise ConfigError(
-                "the API key is empty: set SOURCES__EACHLABS__API_KEY or api_key under "
-                "[sources.eachlabs] in .dlt/secrets.toml"
-            )
-        if not _HEADER_SAFE.fullmatch(api_key):
-            # Never echo the key: say what is wrong with it, not what it is.
-            raise ConfigError(
-                "the API key contains spaces, line breaks or other characters an HTTP header "
-                "cannot carry; check SOURCES__EACHLABS__API_KEY / .dlt/secrets.toml for stray "
-                "whitespace or quotes"
-            )
-        if not _BASE_URL.fullmatch(base_url):
-            raise ConfigError(
-                f"base_url {base_url[:100]!r} is not an http(s) URL such as "
-                f"{settings.DEFAULT_BASE_URL}; fix --base-url or SOURCES__EACHLABS__BASE_URL"
-            )
+        """A client for `base_url` with `api_key`.
+
+        Args:
+            pool_size: Connections kept open (default: the `concurrency` setting).
+            sleep: How to wait between retries (tests record the waits instead).
+            options: Other settings of `EachlabsSettings` by name (long_poll_timeout_s,
+                request_timeout_s, max_attempts, backoff_base_s, max_retry_delay_s,
+                concurrency); the rest keep the defaults written there.
+
+        Raises:
+            ConfigError: the key or base_url is unusable.
+            TypeError: an option is not a setting's name.
+        """
+        unknown = set(options) - set(settings.SETTING_NAMES)
+        if unknown:
+            raise TypeError(f"unknown EachlabsClient options: {sorted(unknown)}")
+        config = dataclasses.replace(
+            settings.DEFAULTS, api_key=api_key, base_url=base_url, **options
+        )
+        config.check(("api_key", "base_url"))
+        self.settings = config
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self.long_poll_timeout_s = long_poll_timeout_s
-        self.request_timeout_s = request_timeout_s
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_base_s = backoff_base_s
-        self.max_retry_delay_s = max_retry_delay_s
+        self.long_poll_timeout_s = config.long_poll_timeout_s
+        self.request_timeout_s = config.request_timeout_s
+        self.max_attempts = max(1, config.max_attempts)
+        self.backoff_base_s = config.backoff_base_s
+        self.max_retry_delay_s = config.max_retry_delay_s
         self._sleep = sleep
         self._stop = threading.Event()  # set when fetch_many is abandoned: retries end early
         # Throttling is shared: a 429 pauses every worker, and a Retry-After beyond
@@ -115,10 +117,24 @@ class EachlabsClient:
         self._pause_lock = threading.Lock()
         self._paused_until = 0.0
         self._throttled_out: str | None = None
-        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=pool_size or config.concurrency, max_retries=0
+        )
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, config: settings.EachlabsSettings, sleep: Callable[[float], None] = time.sleep
+    ) -> EachlabsClient:
+        """The client of resolved settings (see `settings.resolve_settings`)."""
+        options = {
+            name: getattr(config, name)
+            for name in settings.SETTING_NAMES
+            if name not in ("api_key", "base_url")
+        }
+        return cls(config.base_url, config.api_key, sleep=sleep, **options)
 
     def __repr__(self) -> str:  # never show the key
         return f"EachlabsClient(base_url={self.base_url!r})"
@@ -154,7 +170,7 @@ class EachlabsClient:
             NotFoundError: 404.
             TransientError: 429/5xx/network errors that outlived `max_attempts`, or the API
                 asked the whole client to wait longer than `max_retry_delay_s`.
-            PayloadError: a 200 whose body is not a JSON object for this execution.
+            UnusableBodyError: a 200 whose body is not a JSON object for this execution.
             FetchError: any other client error (e.g. 400, 403) or a redirect, never retried.
             ConfigError: the request could not even be built (bad base_url), or the server's
                 TLS certificate is not trusted.
@@ -175,7 +191,7 @@ class EachlabsClient:
             attempts += 1
             try:
                 return self._attempt(url, execution_id, attempts)
-            except _Retryable as exc:
+            except Retryable as exc:
                 has_reached_server = has_reached_server or exc.has_reached_server
                 raise
 
@@ -184,11 +200,11 @@ class EachlabsClient:
             nonlocal waited_until
             delay = self._backoff_s(state.attempt_number)
             exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _Retryable) and exc.retry_after_s is not None:
+            if isinstance(exc, Retryable) and exc.retry_after_s is not None:
                 # At least what was asked, plus a little jitter so that workers told the
                 # same Retry-After do not all come back at once.
                 delay = max(delay, exc.retry_after_s * (1 + random.random() * 0.1))
-            if isinstance(exc, _Retryable) and exc.is_throttled:
+            if isinstance(exc, Retryable) and exc.is_throttled:
                 # The API throttles the client, not this ID: every worker pauses as long.
                 waited_until = self._pause_all(delay)
             return delay
@@ -204,23 +220,23 @@ class EachlabsClient:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),
             wait=wait_s,
-            retry=tenacity.retry_if_exception_type(_Retryable),
+            retry=tenacity.retry_if_exception_type(Retryable),
             sleep=self._wait,
             before_sleep=log_retry,
             reraise=True,
         )
         try:
             return retrying(attempt), attempts
-        except _Retryable as exc:
+        except Retryable as exc:
             message = f"gave up after {attempts} attempts: {exc.problem}"
             if exc.is_payload_problem:
-                raise PayloadError(message, exc.http_status, attempts) from None
+                raise UnusableBodyError(message, exc.http_status, attempts) from None
             raise TransientError(
                 message, exc.http_status, attempts, has_reached_server=has_reached_server
             ) from None
 
     def _attempt(self, url: str, execution_id: str, attempt: int) -> dict[str, Any]:
-        """One request; returns the payload or raises (`_Retryable` when worth another try)."""
+        """One request; returns the payload or raises (`Retryable` when worth another try)."""
         deadline = time.monotonic() + self.request_timeout_s
         try:
             # Redirects are never followed: requests would resend X-API-Key to any host
@@ -233,19 +249,19 @@ class EachlabsClient:
                 stream=True,
             )
             with response:
-                body = _read_body(response, deadline, self.request_timeout_s)
+                body = read_body(response, deadline, self.request_timeout_s)
         except requests.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 # Not transient: retrying cannot make an untrusted certificate trusted.
                 raise ConfigError(
                     f"the TLS certificate of {self.base_url} could not be verified "
-                    f"({_short(_innermost(exc))}). If the server uses a private CA, point "
+                    f"({short(_innermost(exc))}). If the server uses a private CA, point "
                     "REQUESTS_CA_BUNDLE at its certificate; nothing was loaded"
                 ) from None
-            raise _Retryable(f"SSLError: {_short(exc)}", None) from None
+            raise Retryable(f"SSLError: {short(exc)}", None) from None
         except _NETWORK_ERRORS as exc:
-            raise _Retryable(
-                f"{type(exc).__name__}: {_short(exc)}",
+            raise Retryable(
+                f"{type(exc).__name__}: {short(exc)}",
                 None,
                 has_reached_server=not _is_connect_failure(exc),
             ) from None
@@ -257,7 +273,12 @@ class EachlabsClient:
             ) from None
         status = response.status_code
         if status == 200:
-            return _decode_execution(body, execution_id)
+            try:
+                return decode_execution(body, execution_id)
+            except PayloadError as exc:  # the fetch layer adds what the body knows nothing of
+                # attempts=1 as before this refactor (fetch_errors unchanged), though an
+                # earlier attempt may have been retried.
+                raise UnusableBodyError(str(exc), http_status=status, attempts=1) from None
         if 300 <= status < 400:
             location = response.headers.get("Location", "")[:200]
             raise FetchError(
@@ -268,12 +289,12 @@ class EachlabsClient:
             )
         if status == 401:
             raise AuthError(
-                f"the API answered 401 ({_error_text(body)}): the API key was "
+                f"the API answered 401 ({error_text(body)}): the API key was "
                 "refused. Set a valid key in SOURCES__EACHLABS__API_KEY or "
                 "[sources.eachlabs] api_key in .dlt/secrets.toml"
             )
         if status == 404:
-            message = _error_text(body)
+            message = error_text(body)
             if "execution" not in message.lower():
                 # The API says "execution not found"; any other 404 means the URL
                 # is wrong, and would otherwise pass silently as "not found".
@@ -284,8 +305,8 @@ class EachlabsClient:
                 )
             raise NotFoundError(f"not found: {message}", http_status=404, attempts=attempt)
         if status in settings.RETRY_STATUSES:
-            problem = f"HTTP {status}: {_error_text(body)}"
-            retry_after = _retry_after_s(response.headers.get("Retry-After"))
+            problem = f"HTTP {status}: {error_text(body)}"
+            retry_after = retry_after_s(response.headers.get("Retry-After"))
             if retry_after is not None and retry_after > self.max_retry_delay_s:
                 # The API asks the client to stop for longer than we may wait: this ID and
                 # every one not yet sent end now (the next run tries again), no stampede.
@@ -296,12 +317,10 @@ class EachlabsClient:
                 raise TransientError(
                     f"{problem}; {self._throttled_out}", http_status=status, attempts=attempt
                 )
-            raise _Retryable(
+            raise Retryable(
                 problem, status, retry_after, is_throttled=status == 429 or retry_after is not None
             )
-        raise FetchError(
-            f"HTTP {status}: {_error_text(body)}", http_status=status, attempts=attempt
-        )
+        raise FetchError(f"HTTP {status}: {error_text(body)}", http_status=status, attempts=attempt)
 
     def _pause_all(self, seconds: float) -> float:
         """Hold every worker's next request for `seconds`; returns the pause's end."""
@@ -332,7 +351,7 @@ class EachlabsClient:
     def fetch_many(
         self,
         execution_ids: Iterable[str],
-        concurrency: int = settings.DEFAULT_CONCURRENCY,
+        concurrency: int | None = None,
     ) -> Iterator[FetchResult]:
         """Fetch executions concurrently, yielding results as they finish (not in input order).
 
@@ -342,7 +361,7 @@ class EachlabsClient:
         `concurrency` results are all connection failures, ConfigError says so rather than
         spending every ID's retries on it.
         """
-        concurrency = max(1, concurrency)
+        concurrency = max(1, concurrency or self.settings.concurrency)
         id_iter = iter(execution_ids)
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eachlabs-fetch")
         pending: set[Future[FetchResult]] = set()
@@ -386,7 +405,7 @@ class EachlabsClient:
             return FetchResult(execution_id, None, exc, exc.attempts, time.time())
         except Exception as exc:  # nothing an API sends may stop the whole run
             logger.debug("execution %s: unexpected error", execution_id, exc_info=True)
-            error = FetchError(f"unexpected {type(exc).__name__}: {_short(exc)}", None, 0)
+            error = FetchError(f"unexpected {type(exc).__name__}: {short(exc)}", None, 0)
             return FetchResult(execution_id, None, error, 0, time.time())
 
 
@@ -420,140 +439,3 @@ def _innermost(exc: BaseException) -> BaseException:
             return current
         current = nested
     return current
-
-
-class _Retryable(Exception):
-    """One attempt failed in a way another attempt may fix (internal to the client)."""
-
-    def __init__(
-        self,
-        problem: str,
-        http_status: int | None,
-        retry_after_s: float | None = None,
-        *,
-        is_throttled: bool = False,
-        is_payload_problem: bool = False,
-        has_reached_server: bool = True,
-    ) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.http_status = http_status
-        self.retry_after_s = retry_after_s
-        self.is_throttled = is_throttled
-        self.is_payload_problem = is_payload_problem
-        self.has_reached_server = has_reached_server
-
-
-def _read_body(response: requests.Response, deadline: float, timeout_s: float) -> bytes:
-    """The whole body, or `_Retryable` when it is not complete by `deadline`.
-
-    A per-read timeout alone lets a server that sends one byte now and then hold a request
-    forever; this bounds the whole answer. Each read waits at most until the deadline.
-    """
-    raw = response.raw
-    sock = getattr(getattr(raw, "_connection", None), "sock", None)
-    chunks: list[bytes] = []
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _Retryable(
-                    f"no complete answer within request_timeout_s={timeout_s:g} "
-                    f"({sum(map(len, chunks))} bytes of the body arrived)",
-                    response.status_code,
-                )
-            if sock is not None:
-                sock.settimeout(remaining)
-            chunk = raw.read1(_READ_SIZE, decode_content=True)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        if isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError):
-            problem = f"no complete answer within request_timeout_s={timeout_s:g}"
-        else:
-            problem = f"connection broke while reading the body ({type(exc).__name__})"
-        raise _Retryable(problem, response.status_code) from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not valid JSON")
-
-
-class _NotJson(ValueError):
-    """The body uses something JSON does not allow (NaN, Infinity): permanent."""
-
-
-def _decode_execution(body: bytes, execution_id: str) -> dict[str, Any]:
-    """The execution object of a 200 body.
-
-    A cut-short or unreadable body is usually a broken connection and is retried
-    (`_Retryable`); a body that is well-formed but unusable as JSON (NaN, nesting deeper than
-    Python can read) is a `PayloadError` at once.
-    """
-    try:
-        payload = json.loads(body, parse_constant=_refuse_constant)
-    except _NotJson as exc:
-        raise PayloadError(f"invalid JSON body: {exc}", http_status=200, attempts=1) from None
-    except RecursionError:
-        raise PayloadError(
-            "JSON body nested too deeply to read (over ~1,000 levels)", 200, 1
-        ) from None
-    except ValueError as exc:
-        raise _Retryable(
-            f"malformed JSON body ({exc.__class__.__name__}: {_short(exc)})",
-            200,
-            is_payload_problem=True,
-        ) from None
-    if not isinstance(payload, dict):
-        raise _Retryable(
-            f"expected a JSON object, got {_json_kind(payload)}", 200, is_payload_problem=True
-        )
-    returned_id = payload.get("execution_id")
-    if returned_id != execution_id:
-        raise _Retryable(
-            f"asked for execution {execution_id!r} but the body is about "
-            f"{_short(repr(returned_id))[:100]}",
-            200,
-            is_payload_problem=True,
-        )
-    return payload
-
-
-def _json_kind(value: Any) -> str:
-    names = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _retry_after_s(header: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date).
-
-    None when the header is missing or unreadable: the normal backoff applies then. Only
-    ASCII digits count (`str.isdigit()` also accepts e.g. "²", which `float()` refuses).
-    """
-    if not header:
-        return None
-    header = header.strip()
-    if _DELTA_SECONDS.fullmatch(header):
-        return float(header)  # a huge number becomes inf: more than any max_retry_delay_s
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError, OSError):
-        return None
-
-
-def _error_text(body: bytes) -> str:
-    try:
-        decoded = json.loads(body)
-        if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
-            return decoded["error"][:300]
-    except ValueError:
-        pass
-    return body[:200].decode("utf-8", "replace") or "empty body"
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc)[:300]

@@ -58,5 +58,14 @@ class TransientError(FetchError):
         self.has_reached_server = has_reached_server
 
 
-class PayloadError(FetchError):
-    """The API answered 200 but the body is not a usable execution."""
+class PayloadError(EachlabsError):
+    """A payload is not a usable execution.
+
+    Raised where payloads are read and normalised, which know nothing of HTTP: the fetch layer
+    records it with the HTTP status and attempts (see `UnusableBodyError`).
+    """
+
+
+class UnusableBodyError(FetchError, PayloadError):
+    """The API answered (200) with a body that is not a usable execution: a PayloadError as
+    the fetch layer records it, with the HTTP status and how many attempts were made."""

@@ -17,11 +17,19 @@ from typing import Any
 import pyarrow as pa
 
 from pipelines.eachlabs.errors import PayloadError
+from pipelines.eachlabs.tables import (
+    EXECUTIONS_SCHEMA,
+    FETCH_ERRORS_SCHEMA,
+    JSON_COLUMNS,
+    STEP_OUTPUTS_SCHEMA,
+    STEP_PARAMS_SCHEMA,
+    TIMESTAMP,
+    TOMBSTONE_COLUMN,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _MICROSECONDS_PER_DAY = 86_400_000_000
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
 _LEAP_SECOND = re.compile(r"(?<=T\d\d:\d\d):60(?=[.Z+-]|$)")
 
 KNOWN_EXECUTION_FIELDS = frozenset(
@@ -43,99 +51,6 @@ KNOWN_METADATA_FIELDS = frozenset(
         "elapsed_seconds", "execution_time", "method", "url",
     }
 )  # fmt: skip
-
-#: Name of the hard-delete marker column (see `tombstone` rows below).
-TOMBSTONE_COLUMN = "_tombstone"
-
-
-def _field(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable)
-
-
-EXECUTIONS_SCHEMA = pa.schema(
-    [
-        _field("execution_id", pa.string(), nullable=False),
-        _field("workflow_id", pa.string()),
-        _field("bulk_id", pa.string()),
-        _field("status", pa.string()),
-        _field("started_at", _TIMESTAMP),
-        _field("completed_at", _TIMESTAMP),
-        _field("inputs", pa.string()),
-        _field("output", pa.string()),
-        _field("error", pa.string()),
-        _field("error_cause", pa.string()),
-        _field("step_count", pa.int64()),
-        _field("extra_fields", pa.string()),
-        _field("fetched_at", _TIMESTAMP),
-        # Derived here once rather than by the views on every read (see `_derived_times`).
-        _field("latency_seconds", pa.float64()),
-        _field("started_date", pa.date32()),
-    ]
-)
-
-STEP_OUTPUTS_SCHEMA = pa.schema(
-    [
-        _field("execution_id", pa.string(), nullable=False),
-        _field("step_id", pa.string(), nullable=False),
-        _field("step_position", pa.int64()),
-        _field("status", pa.string()),
-        _field("step_type", pa.string()),
-        _field("model", pa.string()),
-        _field("model_version", pa.string()),
-        _field("started_at", _TIMESTAMP),
-        _field("completed_at", _TIMESTAMP),
-        _field("latency_seconds", pa.float64()),
-        _field("output", pa.string()),
-        _field("primary_output", pa.string()),
-        _field("input", pa.string()),
-        _field("error", pa.string()),
-        _field("error_cause", pa.string()),
-        _field("prediction_id", pa.string()),
-        _field("processed_at", _TIMESTAMP),
-        _field("elapsed_seconds", pa.float64()),
-        _field("execution_time_seconds", pa.float64()),
-        _field("http_method", pa.string()),
-        _field("http_url", pa.string()),
-        _field("metadata_extra", pa.string()),
-        _field("extra_fields", pa.string()),
-        # Copied from the step's execution so that the step-level views need no join (see
-        # `_carry_execution_columns`); always rewritten together with the execution.
-        _field("workflow_id", pa.string()),
-        _field("execution_status", pa.string()),
-        _field("execution_started_at", _TIMESTAMP),
-        _field("started_date", pa.date32()),
-        _field(TOMBSTONE_COLUMN, pa.bool_()),
-    ]
-)
-
-STEP_PARAMS_SCHEMA = pa.schema(
-    [
-        _field("execution_id", pa.string(), nullable=False),
-        _field("step_id", pa.string(), nullable=False),
-        _field("param_name", pa.string(), nullable=False),
-        _field("param_value", pa.string()),
-        _field("param_type", pa.string()),
-        _field(TOMBSTONE_COLUMN, pa.bool_()),
-    ]
-)
-
-FETCH_ERRORS_SCHEMA = pa.schema(
-    [
-        _field("execution_id", pa.string(), nullable=False),
-        _field("http_status", pa.int64()),
-        _field("error", pa.string()),
-        _field("attempts", pa.int64()),
-        _field("last_attempt_at", _TIMESTAMP),
-    ]
-)
-
-#: Columns holding JSON text; dlt is told to create them as JSON columns.
-JSON_COLUMNS = {
-    "executions": ("inputs", "output", "extra_fields"),
-    "step_outputs": ("output", "primary_output", "input", "metadata_extra", "extra_fields"),
-    "step_params": ("param_value",),
-}
-
 
 #: Text columns that are not JSON: these must hold valid Unicode as they are.
 _PLAIN_TEXT_COLUMNS = {
@@ -204,7 +119,7 @@ def parse_timestamp_us(value: Any, what: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise PayloadError(f"{what} is not a timestamp string: {value!r:.60}", 200, 1)
+        raise PayloadError(f"{what} is not a timestamp string: {value!r:.60}")
     text = value.upper()
     leap_second = _LEAP_SECOND.search(text)
     if leap_second:  # RFC 3339 allows :60; Python does not. Count it as the next second.
@@ -217,7 +132,7 @@ def parse_timestamp_us(value: Any, what: str) -> int | None:
             parsed = parsed.replace(tzinfo=UTC)
         return (parsed - _EPOCH) // _MICROSECOND
     except (ValueError, OverflowError):
-        raise PayloadError(f"{what} is not an RFC 3339 timestamp: {value[:60]!r}", 200, 1) from None
+        raise PayloadError(f"{what} is not an RFC 3339 timestamp: {value[:60]!r}") from None
 
 
 class _Drift:
@@ -281,8 +196,8 @@ class _Columns:
         arrays = []
         for schema_field in self.schema:
             values = self.data[schema_field.name]
-            if schema_field.type == _TIMESTAMP:
-                arrays.append(pa.array(values, pa.int64()).cast(_TIMESTAMP))
+            if schema_field.type == TIMESTAMP:
+                arrays.append(pa.array(values, pa.int64()).cast(TIMESTAMP))
             elif schema_field.type == pa.date32():  # days since the epoch
                 arrays.append(pa.array(values, pa.int32()).cast(pa.date32()))
             else:
@@ -312,14 +227,14 @@ def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> Executi
     """
     execution_id = payload.get("execution_id")
     if not isinstance(execution_id, str) or not execution_id:
-        raise PayloadError("payload has no execution_id string", 200, 1)
+        raise PayloadError("payload has no execution_id string")
     try:
         rows = _execution_rows(execution_id, payload, fetched_at_us)
     except RecursionError:
-        raise PayloadError("a value is nested too deeply to store as JSON", 200, 1) from None
+        raise PayloadError("a value is nested too deeply to store as JSON") from None
     except (ValueError, TypeError, OverflowError) as exc:
         # allow_nan=False: NaN/Infinity are not JSON and would poison a JSON column.
-        raise PayloadError(f"a value cannot be stored as JSON: {str(exc)[:200]}", 200, 1) from None
+        raise PayloadError(f"a value cannot be stored as JSON: {str(exc)[:200]}") from None
     _check_text_is_storable(rows)
     return rows
 
@@ -406,8 +321,6 @@ def _check_text_is_storable(rows: ExecutionRows) -> None:
                     raise PayloadError(
                         f"{table}.{column} holds text that is not valid Unicode "
                         f"(a lone surrogate): {value[:60]!r}",
-                        200,
-                        1,
                     ) from None
 
 

@@ -1,0 +1,143 @@
+"""The fetch-and-batch loop of the source: fetch results -> normalised columnar batches, with a
+fetch_errors row for every ID that could not be loaded.
+
+Every payload is fetched and converted exactly once; a bad one is recorded, never half-loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from pipelines.eachlabs.client import EachlabsClient, FetchResult
+from pipelines.eachlabs.errors import FetchError, NotFoundError, PayloadError
+from pipelines.eachlabs.normalise import ExecutionBatch, execution_to_rows, fetch_errors_table
+
+logger = logging.getLogger(__name__)
+
+#: Seconds after which a batch is handed on to dlt even if it holds fewer than batch_size.
+BATCH_MAX_AGE_S = 1.0
+#: The HTTP status of every answer that carries a payload (the only kind normalised).
+_PAYLOAD_STATUS = 200
+
+
+@dataclass
+class FetchReport:
+    """Counts of one run, filled in while dlt extracts."""
+
+    requested: int = 0
+    loaded: int = 0
+    not_found: int = 0
+    failed: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return self.loaded + self.not_found + self.failed
+
+
+@dataclass
+class TableBatch:
+    """Arrow tables of a batch of executions (and, last, the run's errors) for `table_resources`."""
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    errors: pa.Table | None = None  # only on the final batch
+
+
+def as_ids(execution_ids: Iterable[str]) -> Iterable[str]:
+    """A sequence is copied; an iterator is kept, to be drawn from lazily."""
+    return execution_ids if isinstance(execution_ids, Iterator) else list(execution_ids)
+
+
+def fetch_batches(
+    client: EachlabsClient,
+    execution_ids: Iterable[str],
+    concurrency: int,
+    batch_limits: tuple[int, int],
+    rejected_ids: dict[str, str],
+    report: FetchReport,
+    on_progress: Callable[[FetchReport], None] | None,
+) -> Iterator[TableBatch]:
+    """Fetch the executions and yield them as columnar batches; the last batch carries the
+    run's fetch_errors (rejected IDs included). Closes the client at the end."""
+    # An iterator's length is unknown: its caller counts what it requested.
+    if isinstance(execution_ids, Sized):
+        report.requested = len(execution_ids) + len(rejected_ids)
+    report.rejected = len(rejected_ids)
+    now = time.time()
+    for execution_id, reason in rejected_ids.items():
+        report.errors.append(error_row(execution_id, None, reason, 0, now))
+
+    batch_size, batch_max_bytes = batch_limits
+    batch = ExecutionBatch()
+    last_progress = batch_started = time.monotonic()
+    has_shown_progress = False
+    try:
+        for result in client.fetch_many(execution_ids, concurrency):
+            add_result(batch, result, report)
+            # A slow API fills batches slowly: hand them on after BATCH_MAX_AGE_S anyway, so
+            # that converting and extracting them overlaps the fetching instead of waiting
+            # for its end.
+            if (
+                len(batch) >= batch_size
+                or batch.text_size >= batch_max_bytes
+                or time.monotonic() - batch_started >= BATCH_MAX_AGE_S
+            ):
+                yield TableBatch(tables=batch.to_arrow())
+                batch = ExecutionBatch()
+                batch_started = time.monotonic()
+            if on_progress and time.monotonic() - last_progress >= 2.0:
+                on_progress(report)
+                last_progress = time.monotonic()
+                has_shown_progress = True
+    finally:
+        client.close()
+    if on_progress and has_shown_progress:  # a long run ends on its 100% line
+        on_progress(report)
+    errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
+    # Always send the final tables, even empty, so that dlt creates every table on a first run.
+    yield TableBatch(tables=batch.to_arrow(), errors=errors)
+
+
+def add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) -> None:
+    """Add a fetched payload's rows to `batch`, or record why there are none in `report`."""
+    error: FetchError | PayloadError | None = result.error
+    if error is None:
+        try:
+            batch.add(execution_to_rows(result.payload or {}, int(result.finished_at * 1e6)))
+            report.loaded += 1
+            return
+        except PayloadError as exc:  # recorded, never half-loaded
+            error = exc
+        except Exception as exc:  # a normaliser bug must not stop the run either
+            logger.debug("execution %s: normalising failed", result.execution_id, exc_info=True)
+            error = PayloadError(f"cannot normalise: {type(exc).__name__}: {exc}"[:300])
+    # A payload error happened after a 200: the fetch layer knows the status and attempts.
+    status = error.http_status if isinstance(error, FetchError) else _PAYLOAD_STATUS
+    if isinstance(error, NotFoundError):
+        report.not_found += 1
+    else:
+        report.failed += 1
+    report.errors.append(
+        error_row(result.execution_id, status, str(error), result.attempts, result.finished_at)
+    )
+
+
+def error_row(
+    execution_id: str, http_status: int | None, error: str, attempts: int, at: float
+) -> dict[str, Any]:
+    """A fetch_errors row (`last_attempt_at` in epoch microseconds)."""
+    return {
+        # Rejected IDs come from the user and may hold undecodable bytes: keep them visible.
+        "execution_id": execution_id.encode("utf-8", "backslashreplace").decode("utf-8"),
+        "http_status": http_status,
+        "error": error.encode("utf-8", "backslashreplace").decode("utf-8"),
+        "attempts": attempts,
+        "last_attempt_at": int(at * 1_000_000),
+    }
