@@ -418,7 +418,8 @@ def test_api_key_never_leaks(simulator_factory, workspace) -> None:
     outputs = []
     for args in (["-v"], []):
         env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key}
-        result = workspace.run(
+        # In its own process: nothing the process writes, logging included, may hold the key.
+        result = workspace.run_process(
             *args, "load", *simulator.execution_ids, "missing", "../bad",
             "--db", str(workspace.db_path), "--base-url", simulator.base_url, env=env,
         )  # fmt: skip
@@ -455,7 +456,7 @@ def test_key_with_stray_whitespace_is_refused_without_leaking(
 ) -> None:
     simulator = simulator_factory(executions=2, seed=2)
     result = workspace.load(
-        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": key}
+        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": key}, process=True
     )
     assert result.returncode == 1
     assert "stray whitespace" in result.stderr
