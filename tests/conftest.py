@@ -46,7 +46,9 @@ def _cli_path() -> str:
 def isolated_env(dlt_dir: Path) -> dict[str, str]:
     """The environment a test's CLI runs with: the caller's, minus SOURCES__/DESTINATION__/
     EACHLABS_ variables, with its own dlt data dir, no telemetry and fast retries."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(_STRIPPED_PREFIXES)}
+    env = {
+        key: value for key, value in os.environ.items() if not key.startswith(_STRIPPED_PREFIXES)
+    }
     env.update(
         {
             "DLT_DATA_DIR": str(dlt_dir),
@@ -88,9 +90,9 @@ def _reload_dlt_context() -> None:
 
 
 @contextlib.contextmanager
-def _isolated_process_state(root: Path, env: dict[str, str], stdin: str | None) -> Iterator[
-    tuple[io.StringIO, io.StringIO]
-]:
+def _isolated_process_state(
+    root: Path, env: dict[str, str], stdin: str | None
+) -> Iterator[tuple[io.StringIO, io.StringIO]]:
     """Swap in env, cwd, std streams and a fresh root logger; restore all of them after."""
     saved_env = dict(os.environ)
     saved_cwd = os.getcwd()
