@@ -380,16 +380,11 @@ def scenario_payloads() -> list[dict[str, Any]]:
     return payloads
 
 
-# Loading goes through the CLI in a subprocess, so the scenario is loaded once per session
-# and shared read-only; tests that change the database load their own copy.
-_LOADED: dict[str, Path] = {}
-
-
-@pytest.fixture
-def scenario_db(load_payloads: Callable[..., Path]) -> Path:
-    if "scenario" not in _LOADED or not _LOADED["scenario"].exists():
-        _LOADED["scenario"] = load_payloads(scenario_payloads())
-    return _LOADED["scenario"]
+# The scenario is loaded through the CLI once per session and shared read-only; tests that
+# change the database load their own copy.
+@pytest.fixture(scope="session")
+def scenario_db(load_payloads_session: Callable[..., Path]) -> Path:
+    return load_payloads_session(scenario_payloads())
 
 
 def query(db: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -988,11 +983,9 @@ def recent_changes_payloads() -> list[dict[str, Any]]:
     return payloads
 
 
-@pytest.fixture
-def recent_db(load_payloads: Callable[..., Path]) -> Path:
-    if "recent" not in _LOADED or not _LOADED["recent"].exists():
-        _LOADED["recent"] = load_payloads(recent_changes_payloads())
-    return _LOADED["recent"]
+@pytest.fixture(scope="session")
+def recent_db(load_payloads_session: Callable[..., Path]) -> Path:
+    return load_payloads_session(recent_changes_payloads())
 
 
 NO_FAILURES_OF_30 = dict(failed_steps=0, failure_rate=0.0, failure_rate_low=0.0,
