@@ -272,8 +272,12 @@ def test_generated_executions_load_completely(simulator_factory, workspace) -> N
 
 def test_wrong_key_exits_1_and_loads_nothing(simulator_factory, workspace) -> None:
     simulator = simulator_factory(executions=5, seed=1)
+    # In its own process: the exit code the shell sees, and no trace of the key in any output.
     result = workspace.load(
-        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": "wrong-key"}
+        simulator,
+        *simulator.execution_ids,
+        env={"SOURCES__EACHLABS__API_KEY": "wrong-key"},
+        process=True,
     )
     assert result.returncode == 1
     assert "SOURCES__EACHLABS__API_KEY" in result.stderr
