@@ -53,3 +53,24 @@ def load_payloads_session(
 def load_payloads(load_payloads_session: Callable[..., Path]) -> Callable[..., Path]:
     """See `load_payloads_session`."""
     return load_payloads_session
+
+
+#: Files whose tests take longest (child processes, notebooks, the tiny bench): collected first,
+#: so that under pytest-xdist they start on separate workers at once instead of ending the run
+#: alone. Order only; every test still runs.
+_SLOW_FIRST = (
+    "test_bench.py",
+    "test_report.py",
+    "test_docs.py",
+    "test_faults_concurrency.py",
+    "test_chunked_load.py",
+    "test_wheel.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
+
+    items.sort(key=rank)
