@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -139,6 +140,10 @@ def run_main(root: Path, args: Sequence[str], env: dict[str, str], stdin: str | 
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Workspace:
     """A temporary directory to run the CLI in, with its own DuckDB file and dlt data dir."""
@@ -157,6 +162,9 @@ class Workspace:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Ctrl-C as from a terminal even when pytest itself runs as a background job, where
+            # the shell starts it (and so every child) with SIGINT ignored.
+            preexec_fn=_default_sigint,
         )
 
     def run(
