@@ -24,9 +24,12 @@ demo: $(STAMP)
 report: $(STAMP)
 	@$(BIN)/eachlabs-pipeline report --db "$(DB)" --out reports
 
+# Tests run on 4 pytest-xdist workers (most of a test's time is spent waiting on a server, a
+# DuckDB file or a child process, so 4 overlap well even on 2 cores): `make test WORKERS=1`.
+WORKERS ?= 4
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(WORKERS)
 
 # CI only: does our API contract (tests/eachlabs_api.schema.json) still agree with the vendor's
 # published spec? Reads ../shared/eachlabs-api/workflows.openapi.yaml or $$EACHLABS_API_SPEC.

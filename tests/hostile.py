@@ -21,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from payloads import one_step_execution as payload
+
 API_KEY = "hostile-test-key"
 
 Route = Callable[["_Handler"], None]
@@ -32,31 +34,6 @@ class Hit:
     has_api_key: bool
     host: str
     at: float
-
-
-def payload(execution_id: str, **fields: Any) -> dict[str, Any]:
-    """A small valid completed execution with one model step."""
-    body: dict[str, Any] = {
-        "execution_id": execution_id,
-        "workflow_id": "wf-1",
-        "status": "completed",
-        "started_at": "2025-01-01T00:00:00Z",
-        "completed_at": "2025-01-01T00:00:05Z",
-        "inputs": {"prompt": "p"},
-        "output": {"url": "u"},
-        "step_outputs": {
-            "s1": {
-                "step_id": "s1",
-                "status": "completed",
-                "started_at": "2025-01-01T00:00:01Z",
-                "completed_at": "2025-01-01T00:00:04Z",
-                "output": "o",
-                "metadata": {"model": "m", "version": "1", "params": {"a": 1}},
-            }
-        },
-    }
-    body.update(fields)
-    return body
 
 
 def send(

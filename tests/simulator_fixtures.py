@@ -1,7 +1,9 @@
 """pytest fixtures that run the simulator in process on a free port.
 
-Loaded by `tests/conftest.py` (`pytest_plugins = ["simulator_fixtures"]`). Both fixtures use
+Loaded by `tests/conftest.py` (`pytest_plugins = ["simulator_fixtures"]`). The fixtures use
 a frozen clock (`time_scale=0`): the data only changes through `sim.advance(seconds)`.
+Long-poll is off by default, so a running execution is answered at once instead of after the
+client's long-poll timeout; tests of long-polling ask for `long_poll=True`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,23 @@ import pytest
 from pipelines.simulator.faults import FaultConfig
 from pipelines.simulator.server import Simulator, SimulatorConfig
 
-#: Defaults of the fixtures' instances: small, frozen, deterministic.
-FIXTURE_DEFAULTS: dict[str, Any] = {"executions": 200, "seed": 42, "time_scale": 0.0}
+#: Defaults of the fixtures' instances: small, frozen, deterministic, no long-poll wait.
+FIXTURE_DEFAULTS: dict[str, Any] = {
+    "executions": 200,
+    "seed": 42,
+    "time_scale": 0.0,
+    "long_poll": False,
+}
+
+
+def start_simulator(**config: Any) -> Simulator:
+    """A started simulator: `FIXTURE_DEFAULTS` overridden by `config` (SimulatorConfig fields;
+    `faults` may be a `FaultConfig` or a dict of its fields). The caller stops it."""
+    faults = config.pop("faults", None)
+    if isinstance(faults, dict):
+        faults = FaultConfig(**faults)
+    settings = {**FIXTURE_DEFAULTS, **config, "faults": faults or FaultConfig()}
+    return Simulator(SimulatorConfig(**settings)).start()
 
 
 @pytest.fixture
@@ -28,11 +45,7 @@ def simulator_factory() -> Iterator[Callable[..., Simulator]]:
     started: list[Simulator] = []
 
     def make(**config: Any) -> Simulator:
-        faults = config.pop("faults", None)
-        if isinstance(faults, dict):
-            faults = FaultConfig(**faults)
-        settings = {**FIXTURE_DEFAULTS, **config, "faults": faults or FaultConfig()}
-        simulator = Simulator(SimulatorConfig(**settings)).start()
+        simulator = start_simulator(**config)
         started.append(simulator)
         return simulator
 
@@ -43,5 +56,6 @@ def simulator_factory() -> Iterator[Callable[..., Simulator]]:
 
 @pytest.fixture
 def simulator(simulator_factory: Callable[..., Simulator]) -> Simulator:
-    """A started simulator with 200 generated executions (seed 42) and a frozen clock."""
-    return simulator_factory()
+    """A started simulator with 200 generated executions (seed 42), a frozen clock and
+    long-poll on (the simulator's own default, which tests/test_simulator.py checks)."""
+    return simulator_factory(long_poll=True)

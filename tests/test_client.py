@@ -6,6 +6,7 @@ import email.utils
 import time
 
 import pytest
+from payloads import status_only_execution as execution
 
 from pipelines.eachlabs.answers import retry_after_s as _retry_after_s
 from pipelines.eachlabs.client import EachlabsClient
@@ -18,10 +19,6 @@ from pipelines.eachlabs.errors import (
     TransientError,
 )
 from pipelines.simulator import FaultConfig
-
-
-def execution(execution_id: str) -> dict:
-    return {"execution_id": execution_id, "workflow_id": "wf", "status": "completed"}
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from workspace import isolated_env, run_main
 
 from pipelines.cli import build_parser
 from pipelines.eachlabs.settings import DEFAULTS, SETTING_NAMES
@@ -173,12 +174,13 @@ def test_every_column_is_in_the_data_dictionary_and_every_documented_column_exis
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding `eachlabs_demo.duckdb` as `make demo` writes it."""
     root = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "DLT_DATA_DIR": str(root / "dlt-data"), "RUNTIME__DLTHUB_TELEMETRY": "0"}
-    cli = Path(sys.executable).with_name("eachlabs-pipeline")
-    completed = subprocess.run(
-        [str(cli), "demo", "--executions", "1000", "--db", "eachlabs_demo.duckdb"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    # Through the CLI's entry point in process, with the caller's SOURCES__* etc. stripped.
+    completed = run_main(
+        root,
+        ["demo", "--executions", "1000", "--db", "eachlabs_demo.duckdb"],
+        isolated_env(root / "dlt-data"),
+        None,
+    )
     if completed.returncode != 0:
         pytest.fail(f"demo failed: {completed.stdout}\n{completed.stderr}")
     return root

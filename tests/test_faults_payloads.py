@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from payloads import fault_execution as execution
+from payloads import fault_step as step
 
 from pipelines.eachlabs.errors import PayloadError
 from pipelines.eachlabs.normalise import (
@@ -21,30 +23,6 @@ from pipelines.eachlabs.normalise import (
 )
 
 FETCHED_AT_US = 1_733_312_890_000_000
-
-
-def step(step_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "step_id": step_id,
-        "status": "completed",
-        "started_at": "2025-01-01T00:00:01Z",
-        "completed_at": "2025-01-01T00:00:03Z",
-        "output": "o",
-        "metadata": {"model": "m", "params": {"a": 1}},
-        **fields,
-    }
-
-
-def execution(execution_id: str = "e1", **fields: Any) -> dict[str, Any]:
-    return {
-        "execution_id": execution_id,
-        "workflow_id": "wf",
-        "status": "completed",
-        "started_at": "2025-01-01T00:00:00Z",
-        "completed_at": "2025-01-01T00:00:05Z",
-        "step_outputs": {"s1": step("s1")},
-        **fields,
-    }
 
 
 def strict_json(text: str) -> Any:

@@ -255,17 +255,11 @@ def test_generated_executions_load_completely(simulator_factory, workspace) -> N
     simulator = simulator_factory(executions=150, seed=11)
     result = workspace.load(simulator, *simulator.execution_ids, extra=["--concurrency", "8"])
     assert result.returncode == 0, result.stderr
-    import requests
-
     expected_steps = expected_params = 0
     statuses: dict[str, int] = {}
     for execution_id in simulator.execution_ids:
-        payload = requests.get(
-            f"{simulator.base_url}/executions/{execution_id}",
-            headers={"X-API-Key": simulator.api_key},
-            params={"timeout": 1},
-            timeout=10,
-        ).json()
+        # The body the loader was served (frozen clock), without a second round of HTTP.
+        payload = simulator.execution(execution_id)
         statuses[payload["status"]] = statuses.get(payload["status"], 0) + 1
         for step in payload["step_outputs"].values():
             expected_steps += 1
@@ -278,8 +272,12 @@ def test_generated_executions_load_completely(simulator_factory, workspace) -> N
 
 def test_wrong_key_exits_1_and_loads_nothing(simulator_factory, workspace) -> None:
     simulator = simulator_factory(executions=5, seed=1)
+    # In its own process: the exit code the shell sees, and no trace of the key in any output.
     result = workspace.load(
-        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": "wrong-key"}
+        simulator,
+        *simulator.execution_ids,
+        env={"SOURCES__EACHLABS__API_KEY": "wrong-key"},
+        process=True,
     )
     assert result.returncode == 1
     assert "SOURCES__EACHLABS__API_KEY" in result.stderr
@@ -418,7 +416,8 @@ def test_api_key_never_leaks(simulator_factory, workspace) -> None:
     outputs = []
     for args in (["-v"], []):
         env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key}
-        result = workspace.run(
+        # In its own process: nothing the process writes, logging included, may hold the key.
+        result = workspace.run_process(
             *args, "load", *simulator.execution_ids, "missing", "../bad",
             "--db", str(workspace.db_path), "--base-url", simulator.base_url, env=env,
         )  # fmt: skip
@@ -455,7 +454,7 @@ def test_key_with_stray_whitespace_is_refused_without_leaking(
 ) -> None:
     simulator = simulator_factory(executions=2, seed=2)
     result = workspace.load(
-        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": key}
+        simulator, *simulator.execution_ids, env={"SOURCES__EACHLABS__API_KEY": key}, process=True
     )
     assert result.returncode == 1
     assert "stray whitespace" in result.stderr

@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from payloads import normaliser_execution as execution
+from payloads import normaliser_step as step
 
 from pipelines.eachlabs.errors import PayloadError
 from pipelines.eachlabs.normalise import (
@@ -24,33 +26,6 @@ FETCHED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 def rows(payloads: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:
     return payloads_to_tables(payloads, FETCHED_AT)[table].to_pylist()
-
-
-def execution(**overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "execution_id": "exec-1",
-        "workflow_id": "wf-1",
-        "status": "completed",
-        "started_at": "2025-12-04T11:48:10Z",
-        "completed_at": "2025-12-04T11:50:53Z",
-        "inputs": {"prompt": "A mountain"},
-        "step_outputs": {},
-        "output": "done",
-    }
-    payload.update(overrides)
-    return payload
-
-
-def step(step_id: str = "step1", **overrides: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "step_id": step_id,
-        "status": "completed",
-        "started_at": "2025-12-04T11:48:10Z",
-        "completed_at": "2025-12-04T11:48:39Z",
-        "metadata": {"model": "openai-chatgpt-5", "version": "0.0.1"},
-    }
-    payload.update(overrides)
-    return payload
 
 
 def utc(*parts: int) -> datetime:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import nbformat
 import pytest
+from simulator_fixtures import start_simulator
+from workspace import make_workspace
 
 from pipelines.notebook import FIGURES, NOTEBOOK_PATH, figure_outputs, table_outputs
 
@@ -86,24 +89,23 @@ def test_notebook_reads_views_only() -> None:
 
 
 # Loading and rendering take a few seconds, so they run once and the tests share the result.
-_RENDERED: dict[str, Any] = {}
-
-
-@pytest.fixture
-def rendered(workspace, simulator_factory) -> dict[str, Any]:
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """300 simulated executions loaded through the CLI, then `report --out` on them."""
-    if not _RENDERED:
-        simulator = simulator_factory(executions=300, seed=42)
+    workspace = make_workspace(tmp_path_factory.mktemp("rendered"))
+    simulator = start_simulator(executions=300, seed=42)
+    try:
         loaded = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
-        assert loaded.returncode == 0, loaded.stderr
-        out = workspace.root / "reports"
-        result = workspace.run(
-            "report", "--db", str(workspace.db_path), "--out", str(out),
-            env={"JUPYTER_RUNTIME_DIR": str(workspace.root / "jupyter-runtime")},
-        )  # fmt: skip
-        assert result.returncode == 0, f"report failed:\n{result.stdout}\n{result.stderr}"
-        _RENDERED.update(db=workspace.db_path, out=out, result=result)
-    return _RENDERED
+    finally:
+        simulator.stop()
+    assert loaded.returncode == 0, loaded.stderr
+    out = workspace.root / "reports"
+    result = workspace.run(
+        "report", "--db", str(workspace.db_path), "--out", str(out),
+        env={"JUPYTER_RUNTIME_DIR": str(workspace.root / "jupyter-runtime")},
+    )  # fmt: skip
+    assert result.returncode == 0, f"report failed:\n{result.stdout}\n{result.stderr}"
+    yield {"db": workspace.db_path, "out": out, "result": result}
 
 
 def test_report_executes_the_notebook_without_errors(rendered: dict[str, Any]) -> None:

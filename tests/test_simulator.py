@@ -25,6 +25,17 @@ TERMINAL = {"completed", "failed", "cancelled"}
 ONE_DAY_S = 24 * 3600
 
 
+@pytest.fixture
+def simulator_factory(simulator_factory: MakeSimulator) -> MakeSimulator:
+    """The shared factory with the simulator's own default, long-poll on: these tests check
+    the simulator itself (the shared fixtures switch long-poll off for speed)."""
+
+    def make(**config: Any) -> Simulator:
+        return simulator_factory(**{"long_poll": True, **config})
+
+    return make
+
+
 def get(
     sim: Simulator,
     path: str,

@@ -18,6 +18,9 @@ from typing import Any
 
 import duckdb
 import pytest
+from payloads import one_step_executions, timed
+from payloads import view_execution as execution
+from payloads import view_step as step
 
 from pipelines.views import (
     ViewApplyError,
@@ -39,100 +42,6 @@ REPORTING_VIEWS = [
     "step_latency_by_model_version",
     "workflow_performance",
 ]
-
-
-# --- payload builders -------------------------------------------------------------------
-
-
-def step(
-    step_id: str,
-    status: str,
-    *,
-    model: str | None = None,
-    version: str = "1.0",
-    step_type: str | None = None,
-    started_at: str | None = None,
-    completed_at: str | None = None,
-    error: str | None = None,
-    error_cause: str | None = None,
-) -> dict[str, Any]:
-    """A StepOutput: a model step when `model` is given, an http/python step for
-    `step_type`, a step without metadata when neither is."""
-    payload: dict[str, Any] = {"step_id": step_id, "status": status}
-    if started_at is not None:
-        payload["started_at"] = started_at
-    if completed_at is not None:
-        payload["completed_at"] = completed_at
-    if model is not None:
-        payload["metadata"] = {"model": model, "version": version, "params": {"prompt": "x"}}
-    elif step_type == "http":
-        payload["metadata"] = {"type": "http", "method": "POST", "url": "https://example.com/h"}
-    elif step_type == "python":
-        payload["metadata"] = {"type": "python", "params": {"code": "x = 1"}}
-    if status == "completed":
-        payload["output"] = "ok"
-        payload["primary"] = "ok"
-    if error is not None:
-        payload["error"] = error
-        payload["error_cause"] = error_cause
-    return payload
-
-
-def execution(
-    execution_id: str,
-    steps: list[dict[str, Any]],
-    *,
-    workflow_id: str = "wf-models",
-    status: str = "completed",
-    started_at: str = "2025-12-04T09:00:00Z",
-    completed_at: str | None = "2025-12-04T11:00:00Z",
-) -> dict[str, Any]:
-    """An ExecutionDetails payload holding `steps` (in order)."""
-    payload: dict[str, Any] = {
-        "execution_id": execution_id,
-        "workflow_id": workflow_id,
-        "status": status,
-        "started_at": started_at,
-        "inputs": {"prompt": "test"},
-        "step_outputs": {s["step_id"]: s for s in steps},
-        "output": "ok" if status == "completed" else None,
-    }
-    if completed_at is not None and status != "running":
-        payload["completed_at"] = completed_at
-    if status == "failed":
-        payload["error"] = "ExecutionFailed"
-        payload["error_cause"] = "a step failed"
-    return payload
-
-
-def timed(start: str, seconds: float) -> dict[str, str]:
-    """started_at / completed_at `seconds` apart, starting at `start` (RFC 3339)."""
-    started = datetime.fromisoformat(start)
-    completed = datetime.fromtimestamp(started.timestamp() + seconds, tz=UTC)
-    return {"started_at": start, "completed_at": completed.isoformat().replace("+00:00", "Z")}
-
-
-def one_step_executions(
-    prefix: str, model: str, status: str, latencies: list[float], **step_kw: Any
-) -> list[dict[str, Any]]:
-    """One execution per latency, each with a single step of `model`, an hour apart."""
-    execution_status = {"completed": "completed", "failed": "failed"}[status]
-    return [
-        execution(
-            f"{prefix}-{i}",
-            [
-                step(
-                    "s1",
-                    status,
-                    model=model,
-                    **timed(f"2025-12-04T{10 + i:02d}:00:00Z", seconds),
-                    **step_kw,
-                )
-            ],
-            status=execution_status,
-        )
-        for i, seconds in enumerate(latencies)
-    ]
 
 
 # --- the hand-made scenario -------------------------------------------------------------
@@ -380,16 +289,11 @@ def scenario_payloads() -> list[dict[str, Any]]:
     return payloads
 
 
-# Loading goes through the CLI in a subprocess, so the scenario is loaded once per session
-# and shared read-only; tests that change the database load their own copy.
-_LOADED: dict[str, Path] = {}
-
-
-@pytest.fixture
-def scenario_db(load_payloads: Callable[..., Path]) -> Path:
-    if "scenario" not in _LOADED or not _LOADED["scenario"].exists():
-        _LOADED["scenario"] = load_payloads(scenario_payloads())
-    return _LOADED["scenario"]
+# The scenario is loaded through the CLI once per session and shared read-only; tests that
+# change the database load their own copy.
+@pytest.fixture(scope="session")
+def scenario_db(load_payloads_session: Callable[..., Path]) -> Path:
+    return load_payloads_session(scenario_payloads())
 
 
 def query(db: Path, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -988,11 +892,9 @@ def recent_changes_payloads() -> list[dict[str, Any]]:
     return payloads
 
 
-@pytest.fixture
-def recent_db(load_payloads: Callable[..., Path]) -> Path:
-    if "recent" not in _LOADED or not _LOADED["recent"].exists():
-        _LOADED["recent"] = load_payloads(recent_changes_payloads())
-    return _LOADED["recent"]
+@pytest.fixture(scope="session")
+def recent_db(load_payloads_session: Callable[..., Path]) -> Path:
+    return load_payloads_session(recent_changes_payloads())
 
 
 NO_FAILURES_OF_30 = dict(failed_steps=0, failure_rate=0.0, failure_rate_low=0.0,
