@@ -17,16 +17,8 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pipelines.eachlabs import FetchReport, settings
 from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError, LockedError
 from pipelines.eachlabs.ids import parse_id_lines
-from pipelines.load import (
-    DEFAULT_DATASET,
-    DEFAULT_DB_PATH,
-    LoadSummary,
-    check_demo_target,
-    check_target,
-    connect_duckdb,
-    mark_demo_file,
-    run_load,
-)
+from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, run_load
+from pipelines.target import check_demo_target, check_target, connect_duckdb, mark_demo_file
 from pipelines.views import ViewError
 
 #: The demo's own file, so that simulated data never mixes into a real load's file.

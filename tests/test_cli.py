@@ -11,8 +11,8 @@ import duckdb
 import pytest
 from payloads import execution, model_step
 
-from pipelines.load import DEMO_MARK
 from pipelines.simulator import FaultConfig
+from pipelines.target import DEMO_MARK
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
