@@ -6,6 +6,8 @@ How the CLI runs (in process through `cli.main`, or as its own process) is in
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,27 @@ _SLOW_FIRST = (
     "test_chunked_load.py",
     "test_wheel.py",
 )
+
+
+@pytest.fixture
+def hold_duckdb_file() -> Iterator[Callable[[Path], None]]:
+    """`hold(db_path)`: another process opens the DuckDB file for writing and keeps it (DuckDB's
+    own lock) until the test ends."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def hold(db_path: Path) -> None:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db_path)!r});"
+             " print('ready', flush=True); time.sleep(60)"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

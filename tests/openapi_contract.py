@@ -143,7 +143,7 @@ def contract_differences(ours: Any, theirs: Any, where: str = "") -> list[str]:
 def find_spec_path(
     environ: Mapping[str, str] | None = None, default: Path = DEFAULT_SPEC_PATH
 ) -> Path:
-    """Where the vendor's spec is: `$EACHLABS_API_SPEC` if set, else `../shared/...` beside the
+    """Where the vendor's spec is: `$EACHLABS_API_SPEC` if set, else the `shared` folder beside the
     checkout (CI's layout).
 
     Raises:

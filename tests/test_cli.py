@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from importlib.metadata import version
 
 import duckdb
@@ -53,16 +51,6 @@ def test_views_help_does_not_claim_to_load(workspace) -> None:
     assert "DuckDB file holding the loaded tables" in result.stdout
 
 
-def _hold_write_lock(db_path) -> subprocess.Popen[str]:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db_path)!r});"
-         " print('ready', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert holder.stdout.readline().strip() == "ready"
-    return holder
-
-
 @pytest.mark.parametrize(
     ("problem", "message", "exit_code"),
     [
@@ -73,22 +61,16 @@ def _hold_write_lock(db_path) -> subprocess.Popen[str]:
     ],
 )
 def test_views_command_errors_are_one_clear_line(
-    workspace, problem: str, message: str, exit_code: int
+    workspace, hold_duckdb_file, problem: str, message: str, exit_code: int
 ) -> None:
     db_path = workspace.db_path
-    holder = None
     if problem == "locked":
-        holder = _hold_write_lock(db_path)
+        hold_duckdb_file(db_path)
     elif problem == "folder":
         db_path.mkdir()
     elif problem == "not-duckdb":
         db_path.write_text("id\nabc\n")
-    try:
-        result = workspace.run("views", "--db", str(db_path))
-    finally:
-        if holder:
-            holder.kill()
-            holder.wait()
+    result = workspace.run("views", "--db", str(db_path))
     assert result.returncode == exit_code
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -525,25 +523,14 @@ def test_ids_file_that_is_not_utf8_is_a_clear_error(workspace) -> None:
 
 
 @pytest.mark.parametrize("problem", ["missing-folder", "locked"])
-def test_unusable_database_file_is_a_clear_error(workspace, problem: str) -> None:
+def test_unusable_database_file_is_a_clear_error(workspace, hold_duckdb_file, problem: str) -> None:
     db_path = workspace.root / "nowhere" / "x.duckdb"
-    holder = None
     if problem == "locked":
         db_path = workspace.db_path
-        holder = subprocess.Popen(
-            [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db_path)!r});"
-             " print('ready', flush=True); time.sleep(60)"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert holder.stdout.readline().strip() == "ready"
-    try:
-        result = workspace.run(
-            "load", "x", "--db", str(db_path), env={"SOURCES__EACHLABS__API_KEY": "k"}
-        )
-    finally:
-        if holder:
-            holder.kill()
-            holder.wait()
+        hold_duckdb_file(db_path)
+    result = workspace.run(
+        "load", "x", "--db", str(db_path), env={"SOURCES__EACHLABS__API_KEY": "k"}
+    )
     assert result.returncode == (1 if problem == "missing-folder" else 3)
     expected = "does not exist" if problem == "missing-folder" else "one writer at a time"
     assert expected in result.stderr
