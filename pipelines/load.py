@@ -31,7 +31,6 @@ from pipelines.target import (
     is_out_of_memory,
     lock_conflict,
     locked_error,
-    open_target,
     physical_memory_mb,
     set_memory_limit,
     stored_final_ids,
@@ -169,7 +168,6 @@ def _run_load(
     on_progress: Callable[[FetchReport], None] | None,
     on_commit: Callable[[LoadSummary], None] | None,
 ) -> LoadSummary:
-    open_target(db_path)
     # dlt keeps a full copy of each merged table in `<dataset>_staging`; empty it after each
     # load (a user's own dlt config may still say otherwise).
     os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
@@ -180,28 +178,27 @@ def _run_load(
         dataset_name=dataset,
     )
     summary = LoadSummary()
-    if pipeline.has_pending_data:
-        # An earlier run was interrupted after fetching: finish loading what it fetched
-        # first, so that this run starts from exact tables.
-        # (If nothing was ever loaded into the file, dlt discards the package instead; the IDs
-        # are then simply fetched again.)
-        summary.resumed_interrupted_load = _run_pipeline(pipeline, None) is not None
-
-    selection = select_ids(ids)
-    summary.duplicates = selection.duplicates
-    skip = set() if refresh_all else stored_final_ids(db_path, dataset)
-    to_fetch = [i for i in selection.valid if i not in skip]
-    summary.skipped_final = len(selection.valid) - len(to_fetch)
-
-    summary.fetch.requested = len(to_fetch) + len(selection.rejected)
-    summary.fetch.rejected = len(selection.rejected)
-
-    # While a connection stays open, the dlt loads of the chunks share one DuckDB instance:
-    # each commit is durable (write-ahead log) without a checkpoint of the file per chunk.
-    # The instance's cache of table blocks would grow with the file, so it is capped: memory
-    # stays bounded by the chunk (DuckDB spills to disk beyond the cap). Holding the file also
-    # keeps other programs from taking it between two chunks.
+    # The run holds the file from start to end (opening it is also the early check that it can
+    # be written): dlt's loads of the chunks share this one DuckDB instance, so each commit is
+    # durable (write-ahead log) without a checkpoint of the file per chunk, and no other
+    # program can take the file between two chunks.
     with connect_duckdb(db_path) as connection:
+        if pipeline.has_pending_data:
+            # An earlier run was interrupted after fetching: finish loading what it fetched
+            # first, so that this run starts from exact tables. (If nothing was ever loaded
+            # into the file, dlt discards the package instead; the IDs are fetched again.)
+            summary.resumed_interrupted_load = _run_pipeline(pipeline, None) is not None
+
+        selection = select_ids(ids)
+        summary.duplicates = selection.duplicates
+        skip = set() if refresh_all else stored_final_ids(connection, dataset)
+        to_fetch = [i for i in selection.valid if i not in skip]
+        summary.skipped_final = len(selection.valid) - len(to_fetch)
+        summary.fetch.requested = len(to_fetch) + len(selection.rejected)
+        summary.fetch.rejected = len(selection.rejected)
+
+        # DuckDB's cache of table blocks would grow with the file, so it is capped: memory
+        # stays bounded by the chunk (DuckDB spills to disk beyond the cap).
         memory_limit_mb = set_memory_limit(connection, DUCKDB_MEMORY_LIMIT_MB)
         remaining = _Peekable(to_fetch)
         first = True

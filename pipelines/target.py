@@ -64,11 +64,6 @@ def connect_duckdb(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPy
         ) from None
 
 
-def open_target(db_path: Path) -> None:
-    """Fail early, with a clear message, when the DuckDB file cannot be opened for writing."""
-    connect_duckdb(db_path).close()
-
-
 def check_demo_target(db_path: Path, dataset: str, *, allow_existing: bool = False) -> int:
     """Refuse to mix generated executions into a file that holds executions a demo did not
     write (a real load's file, most likely).
@@ -106,31 +101,23 @@ def mark_demo_file(db_path: Path, dataset: str) -> None:
         connection.execute(f"comment on table \"{dataset}\".executions is '{DEMO_MARK}'")
 
 
-def stored_final_ids(db_path: Path, dataset: str) -> set[str]:
+def stored_final_ids(connection: duckdb.DuckDBPyConnection, dataset: str) -> set[str]:
     """IDs already stored with a terminal status and not failing in the latest run."""
-    if not db_path.exists():
-        return set()
     statuses = ", ".join(f"'{s}'" for s in sorted(settings.TERMINAL_STATUSES))
-    try:
-        connection = duckdb.connect(str(db_path), read_only=True)
-    except duckdb.Error as exc:
-        if lock_conflict(exc):
-            raise locked_error(db_path, exc, "nothing was fetched") from None
-        raise
-    with connection:
-        tables = {
-            row[0]
-            for row in connection.execute(
-                "select table_name from information_schema.tables where table_schema = ?",
-                [dataset],
-            ).fetchall()
-        }
-        if "executions" not in tables:
-            return set()
-        query = f'select execution_id from "{dataset}".executions where status in ({statuses})'
-        if "fetch_errors" in tables:
-            query += f' except select execution_id from "{dataset}".fetch_errors'
-        return {row[0] for row in connection.execute(query).fetchall()}
+    tables = {
+        row[0]
+        for row in connection.execute(
+            "select table_name from information_schema.tables"
+            " where table_catalog = current_database() and table_schema = ?",
+            [dataset],
+        ).fetchall()
+    }
+    if "executions" not in tables:
+        return set()
+    query = f'select execution_id from "{dataset}".executions where status in ({statuses})'
+    if "fetch_errors" in tables:
+        query += f' except select execution_id from "{dataset}".fetch_errors'
+    return {row[0] for row in connection.execute(query).fetchall()}
 
 
 def set_memory_limit(connection: duckdb.DuckDBPyConnection, limit_mb: int) -> int:
