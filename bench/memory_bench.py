@@ -11,7 +11,9 @@ resident memory (ru_maxrss of the child) is the figure. Target: under 1.5 GiB fo
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -22,16 +24,17 @@ from pathlib import Path
 from pipelines.simulator import Simulator, SimulatorConfig
 
 
-def big_execution(execution_id: str, megabytes: int) -> dict:
-    """`megabytes` MB of step outputs, one step per MB."""
-    chunk = "x" * (1024 * 1024)
+def big_execution(execution_id: str, megabytes: int, rng: random.Random) -> dict:
+    """`megabytes` MB of step outputs, one step per MB. Each output is different random
+    base64 text (like an inline image), so no layer can shrink it by compression or
+    deduplication: the bench measures the bytes, not a lucky pattern."""
     steps = {
         f"s{i}": {
             "step_id": f"s{i}",
             "status": "completed",
             "started_at": "2025-01-01T00:00:01Z",
             "completed_at": "2025-01-01T00:00:02Z",
-            "output": chunk,
+            "output": base64.b64encode(rng.randbytes(3 * 2**18)).decode(),  # 1 MiB
             "metadata": {"model": "m", "params": {"i": i}},
         }
         for i in range(megabytes)
@@ -55,8 +58,9 @@ def main() -> None:
     cli = Path(sys.executable).with_name("eachlabs-pipeline")
     with Simulator(SimulatorConfig(executions=0, long_poll=False)) as simulator:
         ids = [f"big-{n}" for n in range(args.executions)]
+        rng = random.Random(9)
         for execution_id in ids:
-            simulator.put_execution(big_execution(execution_id, args.mb))
+            simulator.put_execution(big_execution(execution_id, args.mb, rng))
         with tempfile.TemporaryDirectory() as tmp:
             env = {
                 **os.environ,

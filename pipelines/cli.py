@@ -18,7 +18,14 @@ from pipelines.eachlabs import FetchReport, settings
 from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError, LockedError
 from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, run_load
-from pipelines.target import check_demo_target, check_target, connect_duckdb, mark_demo_file
+from pipelines.target import (
+    Checkpoints,
+    check_demo_target,
+    check_target,
+    connect_duckdb,
+    mark_demo_file,
+    writer_settings,
+)
 from pipelines.views import ViewError
 
 #: The demo's own file, so that simulated data never mixes into a real load's file.
@@ -310,8 +317,9 @@ def _cmd_views(args: argparse.Namespace) -> int:
     check_target(args.db, args.dataset)
     if not args.db.exists():
         raise ConfigError(f"no DuckDB file at {args.db}: run `eachlabs-pipeline load` first")
-    with connect_duckdb(args.db) as connection:
+    with connect_duckdb(args.db) as connection, writer_settings(connection):
         names = apply_views(connection, args.dataset)
+        Checkpoints(connection, args.dataset).final()
     print(f"applied {len(names)} views in schema {args.dataset}: {', '.join(names)}")
     return EXIT_OK
 

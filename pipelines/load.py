@@ -26,7 +26,10 @@ from pipelines.eachlabs.settings import resolve_settings
 from pipelines.lock import load_lock
 from pipelines.target import (
     DUCKDB_MEMORY_LIMIT_MB,
+    LARGE_VALUE_BYTES,
+    Checkpoints,
     check_target,
+    chunk_memory_mb,
     connect_duckdb,
     is_out_of_memory,
     lock_conflict,
@@ -34,6 +37,7 @@ from pipelines.target import (
     physical_memory_mb,
     set_memory_limit,
     stored_final_ids,
+    writer_settings,
 )
 from pipelines.views import apply_views
 
@@ -171,6 +175,11 @@ def _run_load(
     # dlt keeps a full copy of each merged table in `<dataset>_staging`; empty it after each
     # load (a user's own dlt config may still say otherwise).
     os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
+    # dlt would gather up to 5,000 rows of a table before writing them, as one parquet row
+    # group; the source's batches are already bounded by rows and bytes (`batch_max_bytes`),
+    # so each is written as it comes: DuckDB reads a row group whole, and a row group of
+    # thousands of MB-sized steps would not fit its memory cap.
+    os.environ.setdefault("EXTRACT__DATA_WRITER__BUFFER_MAX_ITEMS", "1")
     started = time.monotonic()
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name_for(db_path, dataset),
@@ -179,15 +188,17 @@ def _run_load(
     )
     summary = LoadSummary()
     # The run holds the file from start to end (opening it is also the early check that it can
-    # be written): dlt's loads of the chunks share this one DuckDB instance, so each commit is
-    # durable (write-ahead log) without a checkpoint of the file per chunk, and no other
-    # program can take the file between two chunks.
-    with connect_duckdb(db_path) as connection:
+    # be written): dlt's loads of the chunks share this one DuckDB instance, whose settings
+    # this run chooses (`writer_settings`), and no other program can take the file between
+    # two chunks.
+    with connect_duckdb(db_path) as connection, writer_settings(connection):
+        checkpoints = Checkpoints(connection, dataset)
         if pipeline.has_pending_data:
             # An earlier run was interrupted after fetching: finish loading what it fetched
             # first, so that this run starts from exact tables. (If nothing was ever loaded
             # into the file, dlt discards the package instead; the IDs are fetched again.)
-            summary.resumed_interrupted_load = _run_pipeline(pipeline, None) is not None
+            summary.resumed_interrupted_load = _load_chunk(pipeline, None, connection)
+            checkpoints.after_chunk(largest_body_bytes=LARGE_VALUE_BYTES)  # sizes unknown
 
         selection = select_ids(ids)
         summary.duplicates = selection.duplicates
@@ -197,50 +208,49 @@ def _run_load(
         summary.fetch.requested = len(to_fetch) + len(selection.rejected)
         summary.fetch.rejected = len(selection.rejected)
 
-        # DuckDB's cache of table blocks would grow with the file, so it is capped: memory
-        # stays bounded by the chunk (DuckDB spills to disk beyond the cap).
-        memory_limit_mb = set_memory_limit(connection, DUCKDB_MEMORY_LIMIT_MB)
         remaining = _Peekable(to_fetch)
         first = True
         while first or remaining.has_more():
             chunk = FetchReport()
-            deadline = time.monotonic() + config.chunk_seconds
+            ends = _ChunkEnd(config, chunk)
             source = _make_source(
-                _take(remaining, config.chunk_executions, deadline),
-                selection.rejected if first else {}, chunk, summary.fetch, on_progress, config,
+                _take(remaining, ends), selection.rejected if first else {}, chunk,
+                summary.fetch, on_progress, config,
+                # Once the chunk is fetched, before dlt loads it: room for its text.
+                on_fetched=lambda report: set_memory_limit(connection, chunk_memory_mb(report)),
             )  # fmt: skip
             if not first:  # the run's errors: replaced by the first chunk, then added to
                 source.resources["fetch_errors"].apply_hints(write_disposition="append")
-            memory_limit_mb = _load_chunk(pipeline, source, connection, memory_limit_mb)
+            _load_chunk(pipeline, source, connection)
+            # The chunk's rows go into the file now: memory is bounded by the chunk however
+            # large the file grows (see `writer_settings`).
+            checkpoints.after_chunk(chunk.largest_body_bytes)
             _add_chunk(summary.fetch, chunk)
             summary.chunks += 1
             first = False
             if on_commit is not None and remaining.has_more():
                 on_commit(summary)
         summary.views = apply_views(connection, dataset)
+        checkpoints.final()
 
     summary.elapsed_s = time.monotonic() - started
     return summary
 
 
-def _load_chunk(
-    pipeline: dlt.Pipeline, source: Any, connection: duckdb.DuckDBPyConnection, limit_mb: int
-) -> int:
-    """Run one chunk through dlt. If DuckDB runs out of its capped memory (payloads of many
-    MB each), lift the cap to half the machine's memory at once (a cap raised step by step can
-    still fail DuckDB's own checkpoint, which invalidates the database) and finish the chunk's
-    pending package. Returns the cap in force afterwards."""
+def _load_chunk(pipeline: dlt.Pipeline, source: Any, connection: duckdb.DuckDBPyConnection) -> bool:
+    """Run one chunk through dlt (`source` None: only the pending package). If DuckDB runs
+    out of its capped memory (a single execution of many MB can), finish the chunk's pending
+    package with the cap lifted to half the machine's memory; `checkpoint` caps it again.
+    Returns whether a package was loaded."""
     try:
-        _run_pipeline(pipeline, source)
-        return limit_mb
+        return _run_pipeline(pipeline, source) is not None
     except PipelineStepFailed as exc:
         ceiling_mb = physical_memory_mb() // 2
-        if not is_out_of_memory(exc) or limit_mb >= ceiling_mb:
+        if not is_out_of_memory(exc) or DUCKDB_MEMORY_LIMIT_MB >= ceiling_mb:
             raise
     log.info("DuckDB ran out of memory in a chunk; finishing it with %d MiB", ceiling_mb)
-    limit_mb = set_memory_limit(connection, ceiling_mb)
-    _run_pipeline(pipeline, None)  # the chunk is extracted and normalised: load its package
-    return limit_mb
+    set_memory_limit(connection, ceiling_mb)
+    return _run_pipeline(pipeline, None) is not None  # the chunk's package is normalised
 
 
 class Terminated(KeyboardInterrupt):
@@ -278,14 +288,36 @@ def chunk_limits(executions: int | None = None, seconds: float | None = None) ->
     return config.chunk_executions, float(config.chunk_seconds)
 
 
-def _take(ids: Iterator[str], limit: int, deadline: float) -> Iterator[str]:
-    """Up to `limit` IDs from `ids`, handed out until `deadline` (time.monotonic()).
+@dataclass
+class _ChunkEnd:
+    """When a chunk is full: `chunk_executions` IDs handed out, `chunk_seconds` gone, or
+    `chunk_max_bytes` of answers fetched (counted in the chunk's report)."""
+
+    config: EachlabsSettings
+    report: FetchReport
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.config.chunk_seconds
+
+    def is_reached(self, handed_out: int) -> bool:
+        return (
+            handed_out >= self.config.chunk_executions
+            or self.report.body_bytes >= self.config.chunk_max_bytes
+            or time.monotonic() >= self.deadline
+        )
+
+
+def _take(ids: Iterator[str], end: _ChunkEnd) -> Iterator[str]:
+    """IDs from `ids` until the chunk is full.
 
     The fetcher draws IDs lazily, so the IDs not handed out stay in `ids` for the next chunk.
+    IDs already handed out are still fetched, so a chunk's bytes can exceed the limit by about
+    what the fetcher holds in flight (see `EachlabsClient._queue_depth`).
     """
     for count, execution_id in enumerate(ids, start=1):
         yield execution_id
-        if count >= limit or time.monotonic() >= deadline:
+        if end.is_reached(count):
             return
 
 
@@ -315,6 +347,7 @@ def _make_source(
     total: FetchReport,
     on_progress: Callable[[FetchReport], None] | None,
     config: EachlabsSettings,
+    on_fetched: Callable[[FetchReport], None],
 ) -> Any:
     """The dlt source of one chunk; its progress is reported as the whole run's."""
 
@@ -328,6 +361,7 @@ def _make_source(
         report=chunk,
         on_progress=progress if on_progress else None,
         config=config,
+        on_fetched=on_fetched,
     )
 
 

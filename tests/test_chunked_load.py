@@ -11,7 +11,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from payloads import execution, model_step
 
 from pipelines.eachlabs.errors import ConfigError
 from pipelines.load import chunk_limits
@@ -162,7 +161,7 @@ def test_chunk_limits_default_to_the_settings() -> None:
         chunk_limits(5, 0)
 
 
-@pytest.mark.parametrize("setting", ["chunk_executions", "chunk_seconds"])
+@pytest.mark.parametrize("setting", ["chunk_executions", "chunk_seconds", "chunk_max_bytes"])
 def test_chunk_settings_are_in_config_toml_and_documented(setting: str) -> None:
     import tomllib
 
@@ -171,26 +170,3 @@ def test_chunk_settings_are_in_config_toml_and_documented(setting: str) -> None:
     assert setting in config["sources"]["eachlabs"]
     documents = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
     assert any(f"`{setting}`" in path.read_text(encoding="utf-8") for path in documents)
-
-
-def test_a_chunk_too_big_for_duckdbs_memory_cap_still_loads(simulator_factory, workspace) -> None:
-    """Ten executions of ten 1 MB steps overflow the 128 MiB cap DuckDB gets during a load;
-    the chunk is finished with a larger cap instead of failing the run."""
-    megabyte = "x" * 2**20
-    simulator = simulator_factory(executions=0)
-    ids = [f"big-{n}" for n in range(10)]
-    for execution_id in ids:
-        simulator.put_execution(
-            execution(
-                execution_id,
-                {f"s{i}": model_step(f"s{i}", "m", {"i": i}, output=megabyte) for i in range(10)},
-            )
-        )
-    result = workspace.load(simulator, *ids, extra=["--quiet"])
-    assert result.returncode == 0, result.stderr
-    assert "loaded 10, " in result.stdout
-    assert workspace.query(
-        "select count(*), min(length(output::varchar)), count(distinct execution_id)"
-        " from eachlabs.step_outputs"
-    ) == [(100, 2**20 + 2, 10)]
-    assert workspace.query("select count(*) from eachlabs.fetch_errors") == [(0,)]

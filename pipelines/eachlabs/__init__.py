@@ -64,6 +64,7 @@ def eachlabs_source(
     report: FetchReport | None = None,
     on_progress: Callable[[FetchReport], None] | None = None,
     config: Any = None,
+    on_fetched: Callable[[FetchReport], None] | None = None,
     **options: Any,
 ) -> Any:
     """Executions fetched by ID from `GET {base_url}/executions/{id}`.
@@ -75,6 +76,8 @@ def eachlabs_source(
         rejected_ids: IDs refused before sending (ID -> reason), recorded in fetch_errors.
         report: Filled with the run's counts and errors.
         on_progress: Called now and then with the report while fetching.
+        on_fetched: Called once with the report when every ID is fetched, before dlt gets
+            the last batch (and so before it normalises and loads them).
         config: Resolved `EachlabsSettings` (see `settings.resolve_settings`); when None,
             they are resolved here, with `options` beating dlt config.
         options: Settings by name (`api_key`, `base_url`, `concurrency`, ...: every field of
@@ -97,6 +100,7 @@ def eachlabs_source(
         yield from fetch_batches(
             client, as_ids(execution_ids), config.concurrency,
             (config.batch_size, config.batch_max_bytes), rejected_ids or {}, report, on_progress,
+            on_fetched=on_fetched,
         )  # fmt: skip
 
     return table_resources(fetched_batches)

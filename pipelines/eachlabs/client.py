@@ -47,6 +47,11 @@ from pipelines.eachlabs.ids import validate_execution_id
 logger = logging.getLogger(__name__)
 
 
+#: IDs sent before any answer has shown how big answers are (see `_queue_depth`).
+_FIRST_QUEUE_DEPTH = 4
+#: About how many bytes of answers the fetcher holds at once, however big each one is.
+_IN_FLIGHT_MAX_BYTES = 32 * 1024 * 1024
+
 _NETWORK_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -64,6 +69,8 @@ class FetchResult:
     error: FetchError | None
     attempts: int
     finished_at: float
+    #: Size of the answer's body (what a chunk's byte limit counts).
+    body_bytes: int = 0
 
 
 class EachlabsClient:
@@ -116,6 +123,8 @@ class EachlabsClient:
         # max_retry_delay_s ends every request not yet sent (see _attempt).
         self._pause_lock = threading.Lock()
         self._paused_until = 0.0
+        # The largest body seen: fetch_many queues fewer IDs once answers are big.
+        self._largest_body = 0
         self._throttled_out: str | None = None
         self._adapter = HTTPAdapter(
             pool_connections=1, pool_maxsize=pool_size or config.concurrency, max_retries=0
@@ -175,13 +184,18 @@ class EachlabsClient:
             ConfigError: the request could not even be built (bad base_url), or the server's
                 TLS certificate is not trusted.
         """
+        payload, attempts, _ = self._fetch(execution_id)
+        return payload, attempts
+
+    def _fetch(self, execution_id: str) -> tuple[dict[str, Any], int, int]:
+        """`fetch_execution`, also returning the size of the answer's body."""
         validate_execution_id(execution_id)
         url = f"{self.base_url}/executions/{execution_id}"
         attempts = 0
         has_reached_server = False
         waited_until = 0.0  # the end of the shared pause this ID already waited for
 
-        def attempt() -> dict[str, Any]:
+        def attempt() -> tuple[dict[str, Any], int]:
             nonlocal attempts, has_reached_server, waited_until
             waited_until = self._wait_out_pause(waited_until)
             if self._throttled_out is not None:
@@ -226,7 +240,8 @@ class EachlabsClient:
             reraise=True,
         )
         try:
-            return retrying(attempt), attempts
+            payload, body_bytes = retrying(attempt)
+            return payload, attempts, body_bytes
         except Retryable as exc:
             message = f"gave up after {attempts} attempts: {exc.problem}"
             if exc.is_payload_problem:
@@ -235,8 +250,9 @@ class EachlabsClient:
                 message, exc.http_status, attempts, has_reached_server=has_reached_server
             ) from None
 
-    def _attempt(self, url: str, execution_id: str, attempt: int) -> dict[str, Any]:
-        """One request; returns the payload or raises (`Retryable` when worth another try)."""
+    def _attempt(self, url: str, execution_id: str, attempt: int) -> tuple[dict[str, Any], int]:
+        """One request; returns the payload and the size of its body, or raises (`Retryable`
+        when worth another try)."""
         deadline = time.monotonic() + self.request_timeout_s
         try:
             # Redirects are never followed: requests would resend X-API-Key to any host
@@ -271,10 +287,13 @@ class EachlabsClient:
             raise ConfigError(
                 f"cannot send a request to {self.base_url!r} ({type(exc).__name__}); check base_url"
             ) from None
+        # (At least 1: an answer has been seen. A race between workers is benign: at worst one
+        # queue decision uses an older size.)
+        self._largest_body = max(self._largest_body, len(body), 1)
         status = response.status_code
         if status == 200:
             try:
-                return decode_execution(body, execution_id)
+                return decode_execution(body, execution_id), len(body)
             except PayloadError as exc:  # the fetch layer adds what the body knows nothing of
                 # attempts=1 as before this refactor (fetch_errors unchanged), though an
                 # earlier attempt may have been retried.
@@ -356,8 +375,10 @@ class EachlabsClient:
         """Fetch executions concurrently, yielding results as they finish (not in input order).
 
         At most `concurrency` requests are in flight and about twice that many IDs are queued,
-        so memory stays flat however many IDs there are. An AuthError or ConfigError stops
-        everything at once, and so does a server that cannot be reached at all: when the first
+        so memory stays flat however many IDs there are; fewer once answers are big, so that
+        it stays flat however large they are too (see `_queue_depth`). An AuthError or
+        ConfigError stops everything at once, and so does a server that cannot be reached at
+        all: when the first
         `concurrency` results are all connection failures, ConfigError says so rather than
         spending every ID's retries on it.
         """
@@ -371,7 +392,7 @@ class EachlabsClient:
         self._throttled_out = None
         try:
             while True:
-                while len(pending) < concurrency * 2:
+                while len(pending) < self._queue_depth(concurrency):
                     execution_id = next(id_iter, None)
                     if execution_id is None:
                         break
@@ -395,10 +416,20 @@ class EachlabsClient:
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _queue_depth(self, concurrency: int) -> int:
+        """How many IDs may be in flight or queued: twice `concurrency` while answers are small,
+        fewer once they are big, so that the answers held at once add up to about
+        _IN_FLIGHT_MAX_BYTES (three at a time for payloads of 10 MB). Until the first answer
+        shows how big they are, a few."""
+        if self._largest_body == 0:
+            return min(concurrency * 2, _FIRST_QUEUE_DEPTH)
+        fitting = _IN_FLIGHT_MAX_BYTES // self._largest_body
+        return max(1, min(concurrency * 2, fitting))
+
     def _fetch_result(self, execution_id: str) -> FetchResult:
         try:
-            payload, attempts = self.fetch_execution(execution_id)
-            return FetchResult(execution_id, payload, None, attempts, time.time())
+            payload, attempts, body_bytes = self._fetch(execution_id)
+            return FetchResult(execution_id, payload, None, attempts, time.time(), body_bytes)
         except (AuthError, ConfigError):
             raise
         except FetchError as exc:

@@ -36,6 +36,9 @@ class FetchReport:
     failed: int = 0
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: Bytes of the answers fetched (what a chunk's byte limit counts), and of the largest.
+    body_bytes: int = 0
+    largest_body_bytes: int = 0
 
     @property
     def done(self) -> int:
@@ -63,9 +66,12 @@ def fetch_batches(
     rejected_ids: dict[str, str],
     report: FetchReport,
     on_progress: Callable[[FetchReport], None] | None,
+    *,
+    on_fetched: Callable[[FetchReport], None] | None = None,
 ) -> Iterator[TableBatch]:
     """Fetch the executions and yield them as columnar batches; the last batch carries the
-    run's fetch_errors (rejected IDs included). Closes the client at the end."""
+    run's fetch_errors (rejected IDs included). Closes the client at the end, and calls
+    `on_fetched` with the report before the last batch."""
     # An iterator's length is unknown: its caller counts what it requested.
     if isinstance(execution_ids, Sized):
         report.requested = len(execution_ids) + len(rejected_ids)
@@ -100,6 +106,8 @@ def fetch_batches(
         client.close()
     if on_progress and has_shown_progress:  # a long run ends on its 100% line
         on_progress(report)
+    if on_fetched is not None:
+        on_fetched(report)
     errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
     # Always send the final tables, even empty, so that dlt creates every table on a first run.
     yield TableBatch(tables=batch.to_arrow(), errors=errors)
@@ -107,6 +115,8 @@ def fetch_batches(
 
 def add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) -> None:
     """Add a fetched payload's rows to `batch`, or record why there are none in `report`."""
+    report.body_bytes += result.body_bytes
+    report.largest_body_bytes = max(report.largest_body_bytes, result.body_bytes)
     error: FetchError | PayloadError | None = result.error
     if error is None:
         try:

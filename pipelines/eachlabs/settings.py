@@ -155,9 +155,9 @@ class EachlabsSettings(BaseConfiguration):
     )
     batch_size: int = _setting(2000, "Executions normalised into one columnar batch...", _whole(1))
     batch_max_bytes: int = _setting(
-        32 * 1024 * 1024,
-        "...and at most about this many bytes of text per batch (32 MiB), so memory does not "
-        "follow payload size.",
+        8 * 1024 * 1024,
+        "...and at most about this many bytes of text per batch (8 MiB): a batch is one "
+        "parquet row group, which DuckDB reads whole, so memory does not follow payload size.",
         _whole(1),
     )
     chunk_executions: int = _setting(
@@ -168,7 +168,14 @@ class EachlabsSettings(BaseConfiguration):
         _whole(1),
     )
     chunk_seconds: float = _setting(
-        60.0, "...or after this many seconds.", _seconds(above_zero=True)
+        60.0, "...or after this many seconds...", _seconds(above_zero=True)
+    )
+    chunk_max_bytes: int = _setting(
+        32 * 1024 * 1024,
+        "...or once the answers fetched for it reach about this many bytes (32 MiB): DuckDB "
+        "holds a chunk's text several times over until it is written to the file, so memory "
+        "follows this limit, not payload size.",
+        _whole(1),
     )
 
     def check(self, names: Iterable[str] | None = None) -> EachlabsSettings:

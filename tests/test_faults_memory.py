@@ -1,0 +1,229 @@
+"""Memory does not follow payload size (defect 9 of the reliability issue): chunks end on the
+bytes fetched, the fetcher holds few big answers at once, and DuckDB never rewrites the
+file's older row groups of large values. The real CLI, the real simulator or a real server
+over HTTP, real DuckDB files; memory itself is measured by `bench/memory_bench.py`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+from typing import Any
+
+import duckdb
+import pytest
+from hostile import HostileServer, send
+from payloads import execution, model_step, one_step_execution
+
+import pipelines.load
+import pipelines.target
+from pipelines.eachlabs.client import EachlabsClient
+from pipelines.target import (
+    DUCKDB_MEMORY_LIMIT_MB,
+    LARGE_VALUE_BYTES,
+    chunk_memory_mb,
+    holds_large_values,
+)
+
+#: Text a little over the size from which DuckDB stores a value in blocks of its own.
+LARGE = LARGE_VALUE_BYTES + 50_000
+
+
+def random_text(rng: random.Random, size: int) -> str:
+    """`size` characters of random base64: no layer can shrink it."""
+    return base64.b64encode(rng.randbytes(size * 3 // 4 + 3)).decode()[:size]
+
+
+def large_executions(count: int, seed: int = 1) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        execution(
+            f"big-{n}", {"s1": model_step("s1", "m", {"n": n}, output=random_text(rng, LARGE))}
+        )
+        for n in range(count)
+    ]
+
+
+def row_groups(workspace, table: str) -> int:
+    (count,) = workspace.query(
+        f"select count(distinct row_group_id) from pragma_storage_info('eachlabs.{table}')"
+    )[0]
+    return count
+
+
+def commits(stderr: str) -> int:
+    return stderr.count("committed chunk")
+
+
+def test_a_chunk_ends_on_the_bytes_fetched(simulator_factory, workspace) -> None:
+    """Eight answers of ~300 KB with chunk_max_bytes=700,000 commit in two chunks of four
+    (with one request at a time: three answers reach the limit, the fourth was in flight)."""
+    simulator = simulator_factory(executions=0)
+    payloads = large_executions(8)
+    for payload in payloads:
+        simulator.put_execution(payload)
+    ids = [p["execution_id"] for p in payloads]
+    result = workspace.load(
+        simulator, *ids, extra=["--concurrency", "1"],
+        env={"SOURCES__EACHLABS__CHUNK_MAX_BYTES": "700000"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "loaded 8, " in result.stdout
+    # The commit line is printed while more IDs remain: once, after the first chunk of four.
+    assert commits(result.stderr) == 1
+    assert "committed chunk 1: 4 of 8 IDs done" in result.stderr
+    stored = dict(workspace.query("select execution_id, output from eachlabs.step_outputs"))
+    assert stored == {p["execution_id"]: f'"{p["step_outputs"]["s1"]["output"]}"' for p in payloads}
+
+
+def test_large_values_keep_a_row_group_per_chunk(simulator_factory, workspace) -> None:
+    """Each chunk of large values is written in a row group of its own, and no later
+    checkpoint (of the load, or of `views`) merges them: merging rewrites row groups whole,
+    all their large values in memory at once."""
+    simulator = simulator_factory(executions=0)
+    payloads = large_executions(8)
+    for payload in payloads:
+        simulator.put_execution(payload)
+    ids = [p["execution_id"] for p in payloads]
+    result = workspace.load(
+        simulator, *ids, extra=["--concurrency", "1"],
+        env={"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "4"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert commits(result.stderr) == 1
+    assert row_groups(workspace, "step_outputs") == 2
+    views = workspace.run("views", "--db", str(workspace.db_path))
+    assert views.returncode == 0, views.stderr
+    assert row_groups(workspace, "step_outputs") == 2
+    assert workspace.query("select count(*) from eachlabs.step_outputs") == [(8,)]
+
+
+def test_small_values_are_merged_into_one_row_group(simulator_factory, workspace) -> None:
+    """A file of ordinary values is compacted as DuckDB does by default: the chunks' row
+    groups are merged by the load's last checkpoint."""
+    simulator = simulator_factory(executions=0)
+    ids = [f"small-{n}" for n in range(8)]
+    for execution_id in ids:
+        simulator.put_execution(one_step_execution(execution_id))
+    result = workspace.load(
+        simulator, *ids, extra=["--concurrency", "1"],
+        env={"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "4"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert commits(result.stderr) == 1
+    assert row_groups(workspace, "step_outputs") == 1
+    assert workspace.query("select count(*) from eachlabs.step_outputs") == [(8,)]
+
+
+def test_holds_large_values_reads_the_storage_statistics() -> None:
+    with duckdb.connect() as connection:
+        connection.execute("create schema small; create schema big")
+        connection.execute(f"create table small.t as select repeat('a', {LARGE_VALUE_BYTES - 1}) v")
+        connection.execute(f"create table big.t as select 1 n, repeat('b', {LARGE_VALUE_BYTES}) v")
+        assert holds_large_values(connection, ["small"]) is False
+        assert holds_large_values(connection, ["big"]) is True
+        assert holds_large_values(connection, ["small", "big"]) is True
+        assert holds_large_values(connection, ["missing"]) is False
+
+
+class _CountingBigAnswers:
+    """Answers every ID with a 4 MB payload after a short delay, counting the requests being
+    answered at the same time."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+
+    def __call__(self, handler: Any) -> None:
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            time.sleep(0.2)
+            execution_id = handler.path.split("?", 1)[0].rsplit("/", 1)[1]
+            body = one_step_execution(execution_id)
+            body["step_outputs"]["s1"]["output"] = "x" * (4 * 2**20)
+            send(handler, 200, json.dumps(body).encode())
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_the_fetcher_holds_few_big_answers_at_once() -> None:
+    """With concurrency 16 and answers of 4 MB, at most 8 requests are answered at once
+    (32 MiB in flight): a few before the first answer shows their size, then what fits."""
+    route = _CountingBigAnswers()
+    with HostileServer(default=route) as server:
+        client = EachlabsClient(server.base_url, server.api_key, concurrency=16)
+        ids = [f"e{n}" for n in range(20)]
+        results = list(client.fetch_many(ids, 16))
+    assert sorted(r.execution_id for r in results) == sorted(ids)
+    assert all(r.error is None and r.body_bytes > 4 * 2**20 for r in results)
+    assert 1 < route.most_active <= 8
+
+
+def test_a_chunk_too_big_for_duckdbs_memory_cap_still_loads(
+    simulator_factory, workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An execution of 10 MB overflows a DuckDB memory cap of 16 MiB (a stand-in for a chunk
+    that does not fit the cap it is given): the chunk is finished with the cap lifted instead
+    of failing the run, and the next chunk is capped again (and overflows again)."""
+    monkeypatch.setattr(pipelines.target, "DUCKDB_MEMORY_LIMIT_MB", 16)
+    monkeypatch.setattr(pipelines.load, "DUCKDB_MEMORY_LIMIT_MB", 16)
+    monkeypatch.setattr(pipelines.load, "chunk_memory_mb", lambda chunk: 16)
+    rng = random.Random(3)
+    simulator = simulator_factory(executions=0)
+    ids = [f"big-{n}" for n in range(3)]
+    for execution_id in ids:
+        steps = {
+            f"s{i}": model_step(f"s{i}", "m", {"i": i}, output=random_text(rng, 2**20))
+            for i in range(10)
+        }
+        simulator.put_execution(execution(execution_id, steps))
+    result = workspace.load(
+        simulator, *ids, extra=["--concurrency", "1", "-v"],
+        env={"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "loaded 3, " in result.stdout
+    assert result.stderr.count("DuckDB ran out of memory in a chunk") == 3
+    assert workspace.query(
+        "select count(*), min(length(output::varchar)), count(distinct execution_id)"
+        " from eachlabs.step_outputs"
+    ) == [(30, 2**20 + 2, 3)]
+    assert workspace.query("select count(*) from eachlabs.fetch_errors") == [(0,)]
+
+
+def test_a_chunk_of_large_values_gets_room_in_duckdb(simulator_factory, workspace) -> None:
+    """A chunk of 60 MB of large values (six executions of ten 1 MB steps) does not fit
+    DuckDB's usual 128 MiB cap; the chunk is given four times its bytes once it is fetched,
+    so it loads without running out of memory (no fallback)."""
+    rng = random.Random(4)
+    simulator = simulator_factory(executions=0)
+    ids = [f"big-{n}" for n in range(6)]
+    for execution_id in ids:
+        steps = {
+            f"s{i}": model_step(f"s{i}", "m", {"i": i}, output=random_text(rng, 2**20))
+            for i in range(10)
+        }
+        simulator.put_execution(execution(execution_id, steps))
+    result = workspace.load(
+        simulator, *ids, extra=["-v"], env={"SOURCES__EACHLABS__CHUNK_MAX_BYTES": str(10**9)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "loaded 6, " in result.stdout
+    assert "committed chunk" not in result.stderr  # one chunk
+    assert "ran out of memory" not in result.stderr
+    assert workspace.query(
+        "select count(*), count(distinct execution_id) from eachlabs.step_outputs"
+    ) == [(60, 6)]
+
+
+def test_the_memory_cap_of_a_chunk_follows_its_bytes() -> None:
+    from pipelines.eachlabs import FetchReport
+
+    assert chunk_memory_mb(FetchReport(body_bytes=5 * 2**20)) == DUCKDB_MEMORY_LIMIT_MB
+    assert chunk_memory_mb(FetchReport(body_bytes=60 * 2**20)) == 240
