@@ -1,6 +1,6 @@
 """`make bench`: every performance figure of docs/performance.md, side by side in one run.
 
-Prints one table and writes the figures as JSON. Five measurements:
+Prints one table and writes the figures as JSON. Six measurements:
 
 1. fetch: N IDs from a simulator process at a fixed latency. Ours (`run_load`: first request
    to last row committed, and the whole call) against dlt's own `rest_api` source configured
@@ -16,6 +16,8 @@ Prints one table and writes the figures as JSON. Five measurements:
 4. peak RSS of a real `eachlabs-pipeline load` process at two sizes, and a million-execution
    extrapolation from what grows with the number of IDs.
 5. every view, read in full, on two synthetic datasets (bench/views_bench.py).
+6. peak RSS of a real load of 100 payloads of 10 MB each (bench/memory_bench.py): memory
+   does not follow payload size.
 
     .venv/bin/python bench/bench_all.py [--json PATH] [--tiny]
 
@@ -47,6 +49,8 @@ import requests
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from load_bench import BASELINE_SQL, batches  # noqa: E402
+from memory_bench import PEAK_RSS_WRAPPER  # noqa: E402
+from memory_bench import measure as measure_big_load  # noqa: E402
 from simulator_bench import running_simulator  # noqa: E402
 from views_bench import build_database, time_views  # noqa: E402
 
@@ -71,12 +75,14 @@ class Sizes:
     rss_executions: tuple[int, int] = (10_000, 100_000)
     views_steps: tuple[tuple[int, int], ...] = ((330_000, 1_000_000), (3_300_000, 10_000_000))
     views_repeat: int = 3
+    big_payloads: tuple[int, int] = (100, 10)  # executions, MB each
 
 
 TINY = Sizes(
     fetch_ids=40, latency_ms=20.0, concurrency=8, sequential_ids=5,
     normalise_executions=200, dict_executions=50, incremental_executions=200,
     rss_executions=(100, 300), views_steps=((1_000, 3_000),), views_repeat=1,
+    big_payloads=(4, 2),
 )  # fmt: skip
 
 
@@ -390,16 +396,6 @@ def measure_incremental(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
 # --- 4. peak RSS ------------------------------------------------------------------------
 
 
-#: Runs a command and prints its peak RSS (KB). A wrapper this small is what the command is
-#: forked from, so the figure is the command's own (a child's ru_maxrss includes the moments
-#: before exec, when it is still a copy of its parent).
-PEAK_RSS_WRAPPER = (
-    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-    "sys.exit(code)"
-)
-
-
 def run_cli_load(ids_file: Path, base_url: str, api_key: str, work: Path) -> tuple[float, float]:
     """Peak RSS (MB) and wall time of a real `eachlabs-pipeline load` process."""
     cli = Path(sys.executable).with_name("eachlabs-pipeline")
@@ -506,12 +502,31 @@ def print_table(rows: list[Row]) -> None:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
 
+# --- 6. big payloads --------------------------------------------------------------------
+
+
+def measure_big_payloads(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
+    executions, megabytes = sizes.big_payloads
+    log(f"big payloads: load of {executions} executions of {megabytes} MB")
+    load = measure_big_load(executions, megabytes)
+    assert load.exit_code == 0, f"load exited {load.exit_code}: {load.summary}"
+    log(f"  {load.peak_mib:.0f} MiB in {load.wall_s:.1f} s")
+    figures = {"peak_mib": load.peak_mib, "wall_s": load.wall_s, "step_rows": load.step_rows}
+    rows = [
+        Row("6 big payloads", f"load of {executions} executions of {megabytes} MB",
+            f"{load.peak_mib:.0f} MiB peak RSS", "< 1.5 GiB",
+            f"{load.wall_s:.1f} s, random text (incompressible), {load.step_rows} steps of 1 MB"),
+    ]  # fmt: skip
+    return rows, figures
+
+
 SECTIONS = {
     "fetch": measure_fetch,
     "normalise_load": measure_normalise,
     "incremental": measure_incremental,
     "peak_rss": measure_rss,
     "views": measure_views,
+    "big_payloads": measure_big_payloads,
 }
 
 

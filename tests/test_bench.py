@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_tiny_bench_runs_all_five_measurements(tmp_path: Path) -> None:
+def test_tiny_bench_runs_all_six_measurements(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     completed = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bench_all.py"), "--tiny", "--json", str(out)],
@@ -23,7 +23,9 @@ def test_tiny_bench_runs_all_five_measurements(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     figures = json.loads(out.read_text())
     sections = {row["section"] for row in figures["rows"]}
-    assert sections == {"1 fetch", "2 normalise+load", "3 incremental", "4 peak RSS", "5 views"}
+    assert sections == {
+        "1 fetch", "2 normalise+load", "3 incremental", "4 peak RSS", "5 views", "6 big payloads"
+    }  # fmt: skip
     for row in figures["rows"]:  # every row of the printed table carries a figure
         assert row["figure"] and row["figure"] in completed.stdout
 
@@ -52,3 +54,8 @@ def test_tiny_bench_runs_all_five_measurements(tmp_path: Path) -> None:
     assert set(views) >= {"step_runs", "model_daily_performance", "workflow_performance"}
     assert views["step_runs"]["rows"] == steps
     assert views["execution_runs"]["rows"] == executions
+
+    executions, megabytes = figures["sizes"]["big_payloads"]
+    big = figures["big_payloads"]
+    assert big["step_rows"] == executions * megabytes  # one step per MB
+    assert big["peak_mib"] > 0
