@@ -10,6 +10,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -17,6 +18,7 @@ import pytest
 from hostile import HostileServer, send
 from payloads import execution, model_step, one_step_execution
 
+import pipelines.eachlabs.client as client_module
 import pipelines.load
 import pipelines.target
 from pipelines.eachlabs.client import EachlabsClient
@@ -128,41 +130,54 @@ def test_holds_large_values_reads_the_storage_statistics() -> None:
         assert holds_large_values(connection, ["missing"]) is False
 
 
-class _CountingBigAnswers:
-    """Answers every ID with a 4 MB payload after a short delay, counting the requests being
-    answered at the same time."""
+def big_answer(handler: Any) -> None:
+    """Every ID answers with a payload of 4 MB after a short delay."""
+    time.sleep(0.2)
+    execution_id = handler.path.split("?", 1)[0].rsplit("/", 1)[1]
+    body = one_step_execution(execution_id)
+    body["step_outputs"]["s1"]["output"] = "x" * (4 * 2**20)
+    send(handler, 200, json.dumps(body).encode())
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.active = 0
-        self.most_active = 0
 
-    def __call__(self, handler: Any) -> None:
-        with self.lock:
-            self.active += 1
-            self.most_active = max(self.most_active, self.active)
+def test_the_fetcher_reads_few_big_answers_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With concurrency 16 and answers of 4 MB, all 16 requests go out at once (no slow
+    start for small answers), but at most 8 bodies (32 MiB) are read at the same time, and
+    fewer IDs are queued once the answers have shown their size."""
+    reading = {"now": 0, "most": 0}
+    lock = threading.Lock()
+    read_body = client_module.read_body
+
+    def counting_read_body(*args: Any) -> bytes:
+        with lock:
+            reading["now"] += 1
+            reading["most"] = max(reading["most"], reading["now"])
         try:
-            time.sleep(0.2)
-            execution_id = handler.path.split("?", 1)[0].rsplit("/", 1)[1]
-            body = one_step_execution(execution_id)
-            body["step_outputs"]["s1"]["output"] = "x" * (4 * 2**20)
-            send(handler, 200, json.dumps(body).encode())
+            time.sleep(0.05)  # reads overlap as they would over a real network
+            return read_body(*args)
         finally:
-            with self.lock:
-                self.active -= 1
+            with lock:
+                reading["now"] -= 1
 
+    monkeypatch.setattr(client_module, "read_body", counting_read_body)
+    ids = [f"e{n}" for n in range(40)]
+    results: list[Any] = []
+    most_ahead = 0
 
-def test_the_fetcher_holds_few_big_answers_at_once() -> None:
-    """With concurrency 16 and answers of 4 MB, at most 8 requests are answered at once
-    (32 MiB in flight): a few before the first answer shows their size, then what fits."""
-    route = _CountingBigAnswers()
-    with HostileServer(default=route) as server:
+    def handed_out() -> Iterator[str]:  # how far the fetcher draws IDs ahead of its results
+        nonlocal most_ahead
+        for count, execution_id in enumerate(ids, start=1):
+            most_ahead = max(most_ahead, count - len(results))
+            yield execution_id
+
+    with HostileServer(default=big_answer) as server:
         client = EachlabsClient(server.base_url, server.api_key, concurrency=16)
-        ids = [f"e{n}" for n in range(20)]
-        results = list(client.fetch_many(ids, 16))
+        for result in client.fetch_many(handed_out(), 16):
+            results.append(result)
+        assert client._queue_depth(16) == 7  # 32 MiB of answers of 4 MB and a bit
     assert sorted(r.execution_id for r in results) == sorted(ids)
     assert all(r.error is None and r.body_bytes > 4 * 2**20 for r in results)
-    assert 1 < route.most_active <= 8
+    assert 1 < reading["most"] <= 8
+    assert most_ahead == 16  # the first burst; twice concurrency for small answers
 
 
 def test_a_chunk_too_big_for_duckdbs_memory_cap_still_loads(

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +48,6 @@ from pipelines.eachlabs.ids import validate_execution_id
 logger = logging.getLogger(__name__)
 
 
-#: IDs sent before any answer has shown how big answers are (see `_queue_depth`).
-_FIRST_QUEUE_DEPTH = 4
 #: About how many bytes of answers the fetcher holds at once, however big each one is.
 _IN_FLIGHT_MAX_BYTES = 32 * 1024 * 1024
 
@@ -123,8 +122,10 @@ class EachlabsClient:
         # max_retry_delay_s ends every request not yet sent (see _attempt).
         self._pause_lock = threading.Lock()
         self._paused_until = 0.0
-        # The largest body seen: fetch_many queues fewer IDs once answers are big.
+        # The largest body seen: fetch_many queues fewer IDs once answers are big, and big
+        # bodies are read a few at a time (at most about _IN_FLIGHT_MAX_BYTES at once).
         self._largest_body = 0
+        self._reading = _ByteBudget(_IN_FLIGHT_MAX_BYTES)
         self._throttled_out: str | None = None
         self._adapter = HTTPAdapter(
             pool_connections=1, pool_maxsize=pool_size or config.concurrency, max_retries=0
@@ -264,8 +265,11 @@ class EachlabsClient:
                 allow_redirects=False,
                 stream=True,
             )
-            with response:
-                body = read_body(response, deadline, self.request_timeout_s)
+            announced = _announced_size(response)
+            self._largest_body = max(self._largest_body, announced)
+            with response, self._reading.hold(announced) as waited_s:
+                # Waiting for its turn to read a big body does not count against the deadline.
+                body = read_body(response, deadline + waited_s, self.request_timeout_s)
         except requests.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 # Not transient: retrying cannot make an untrusted certificate trusted.
@@ -419,10 +423,10 @@ class EachlabsClient:
     def _queue_depth(self, concurrency: int) -> int:
         """How many IDs may be in flight or queued: twice `concurrency` while answers are small,
         fewer once they are big, so that the answers held at once add up to about
-        _IN_FLIGHT_MAX_BYTES (three at a time for payloads of 10 MB). Until the first answer
-        shows how big they are, a few."""
+        _IN_FLIGHT_MAX_BYTES (three at a time for payloads of 10 MB). Before any answer has
+        shown how big they are, `concurrency` (big bodies are then read a few at a time)."""
         if self._largest_body == 0:
-            return min(concurrency * 2, _FIRST_QUEUE_DEPTH)
+            return concurrency
         fitting = _IN_FLIGHT_MAX_BYTES // self._largest_body
         return max(1, min(concurrency * 2, fitting))
 
@@ -438,6 +442,39 @@ class EachlabsClient:
             logger.debug("execution %s: unexpected error", execution_id, exc_info=True)
             error = FetchError(f"unexpected {type(exc).__name__}: {short(exc)}", None, 0)
             return FetchResult(execution_id, None, error, 0, time.time())
+
+
+def _announced_size(response: requests.Response) -> int:
+    """The body's size from its Content-Length header (0 when absent or not a number)."""
+    try:
+        return max(0, int(response.headers.get("Content-Length", "0")))
+    except ValueError:
+        return 0
+
+
+class _ByteBudget:
+    """Bytes that may be read at once: a body waits while others hold the budget, unless it
+    would be the only one (a body larger than the whole budget is read alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[float]:
+        """Hold `size` bytes of the budget; yields how many seconds it waited for them."""
+        started = time.monotonic()
+        with self._changed:
+            while self._held and self._held + size > self._limit:
+                self._changed.wait()
+            self._held += size
+        try:
+            yield time.monotonic() - started
+        finally:
+            with self._changed:
+                self._held -= size
+                self._changed.notify_all()
 
 
 def _is_unreachable(result: FetchResult) -> bool:
