@@ -136,10 +136,11 @@ def run_load(
             (environment, then .dlt/*.toml), else the defaults (see `settings.EachlabsSettings`).
         on_progress: Called now and then with the counts while fetching.
         lock_wait_s: How long to wait for another load into the same file to finish.
-        chunk_executions, chunk_seconds: Commit after this many executions or seconds,
-            whichever comes first (default: dlt config, else 10,000 / 60 s). Each chunk is a
-            complete dlt load: an interrupt loses at most the chunk in flight, and the next
-            run skips what was committed.
+        chunk_executions, chunk_seconds: Commit after this many executions or seconds, or
+            `chunk_max_bytes` of answers (a setting), whichever comes first (default: dlt
+            config, else 10,000 / 60 s / 32 MiB). Each chunk is a complete dlt load: an
+            interrupt loses at most the chunk in flight, and the next run skips what was
+            committed.
         on_commit: Called after each chunk is committed while more IDs remain.
 
     Raises:
@@ -172,14 +173,6 @@ def _run_load(
     on_progress: Callable[[FetchReport], None] | None,
     on_commit: Callable[[LoadSummary], None] | None,
 ) -> LoadSummary:
-    # dlt keeps a full copy of each merged table in `<dataset>_staging`; empty it after each
-    # load (a user's own dlt config may still say otherwise).
-    os.environ.setdefault("LOAD__TRUNCATE_STAGING_DATASET", "true")
-    # dlt would gather up to 5,000 rows of a table before writing them, as one parquet row
-    # group; the source's batches are already bounded by rows and bytes (`batch_max_bytes`),
-    # so each is written as it comes: DuckDB reads a row group whole, and a row group of
-    # thousands of MB-sized steps would not fit its memory cap.
-    os.environ.setdefault("EXTRACT__DATA_WRITER__BUFFER_MAX_ITEMS", "1")
     started = time.monotonic()
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name_for(db_path, dataset),
@@ -191,14 +184,19 @@ def _run_load(
     # be written): dlt's loads of the chunks share this one DuckDB instance, whose settings
     # this run chooses (`writer_settings`), and no other program can take the file between
     # two chunks.
-    with connect_duckdb(db_path) as connection, writer_settings(connection):
+    with (
+        _dlt_settings(),
+        connect_duckdb(db_path) as connection,
+        writer_settings(connection),
+    ):
         checkpoints = Checkpoints(connection, dataset)
         if pipeline.has_pending_data:
             # An earlier run was interrupted after fetching: finish loading what it fetched
             # first, so that this run starts from exact tables. (If nothing was ever loaded
             # into the file, dlt discards the package instead; the IDs are fetched again.)
             summary.resumed_interrupted_load = _load_chunk(pipeline, None, connection)
-            checkpoints.after_chunk(largest_body_bytes=LARGE_VALUE_BYTES)  # sizes unknown
+            if summary.resumed_interrupted_load:  # its sizes are unknown: room, no merging
+                checkpoints.after_chunk(largest_body_bytes=LARGE_VALUE_BYTES)
 
         selection = select_ids(ids)
         summary.duplicates = selection.duplicates
@@ -212,7 +210,7 @@ def _run_load(
         first = True
         while first or remaining.has_more():
             chunk = FetchReport()
-            ends = _ChunkEnd(config, chunk)
+            ends = _ChunkEnd(config, chunk, summary.fetch)
             source = _make_source(
                 _take(remaining, ends), selection.rejected if first else {}, chunk,
                 summary.fetch, on_progress, config,
@@ -288,22 +286,51 @@ def chunk_limits(executions: int | None = None, seconds: float | None = None) ->
     return config.chunk_executions, float(config.chunk_seconds)
 
 
+@contextmanager
+def _dlt_settings() -> Iterator[None]:
+    """dlt settings of a load, for its duration only (environment variables the user set win).
+
+    - dlt keeps a full copy of each merged table in `<dataset>_staging`: emptied after each
+      load.
+    - dlt would gather up to 5,000 rows of a table into one parquet row group, which DuckDB
+      reads whole (a row group of thousands of MB-sized steps would not fit its memory cap);
+      the source's batches are already bounded by rows and bytes, so each is written as it
+      comes.
+    """
+    wanted = {
+        "LOAD__TRUNCATE_STAGING_DATASET": "true",
+        "EXTRACT__DATA_WRITER__BUFFER_MAX_ITEMS": "1",
+    }
+    added = [name for name in wanted if name not in os.environ]
+    os.environ.update({name: wanted[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
 @dataclass
 class _ChunkEnd:
     """When a chunk is full: `chunk_executions` IDs handed out, `chunk_seconds` gone, or
-    `chunk_max_bytes` of answers fetched (counted in the chunk's report)."""
+    `chunk_max_bytes` of answers expected: those fetched, plus the IDs handed out and not yet
+    answered at the run's average size so far (they would overshoot the limit otherwise)."""
 
     config: EachlabsSettings
-    report: FetchReport
-    deadline: float = 0.0
+    chunk: FetchReport
+    run: FetchReport  # the chunks before this one
+    deadline: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.deadline = time.monotonic() + self.config.chunk_seconds
 
     def is_reached(self, handed_out: int) -> bool:
+        answered = self.run.done + self.chunk.done
+        average = (self.run.body_bytes + self.chunk.body_bytes) / answered if answered else 0
+        expected = self.chunk.body_bytes + (handed_out - self.chunk.done) * average
         return (
             handed_out >= self.config.chunk_executions
-            or self.report.body_bytes >= self.config.chunk_max_bytes
+            or expected >= self.config.chunk_max_bytes
             or time.monotonic() >= self.deadline
         )
 
@@ -312,8 +339,8 @@ def _take(ids: Iterator[str], end: _ChunkEnd) -> Iterator[str]:
     """IDs from `ids` until the chunk is full.
 
     The fetcher draws IDs lazily, so the IDs not handed out stay in `ids` for the next chunk.
-    IDs already handed out are still fetched, so a chunk's bytes can exceed the limit by about
-    what the fetcher holds in flight (see `EachlabsClient._queue_depth`).
+    IDs already handed out are still fetched: until the first answers of a run show their
+    size, the first chunk can exceed `chunk_max_bytes` by what the fetcher sends at once.
     """
     for count, execution_id in enumerate(ids, start=1):
         yield execution_id
@@ -381,6 +408,8 @@ def _add_chunk(total: FetchReport, chunk: FetchReport) -> None:
     total.not_found += chunk.not_found
     total.failed += chunk.failed
     total.errors.extend(chunk.errors)
+    total.body_bytes += chunk.body_bytes
+    total.largest_body_bytes = max(total.largest_body_bytes, chunk.largest_body_bytes)
 
 
 def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:

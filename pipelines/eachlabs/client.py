@@ -48,8 +48,10 @@ from pipelines.eachlabs.ids import validate_execution_id
 logger = logging.getLogger(__name__)
 
 
-#: About how many bytes of answers the fetcher holds at once, however big each one is.
+#: About how many bytes of answers the fetcher reads at once, however big each one is.
 _IN_FLIGHT_MAX_BYTES = 32 * 1024 * 1024
+#: Longest wait of a body for its turn to be read (it is read anyway afterwards).
+_MAX_BUDGET_WAIT_S = 30.0
 
 _NETWORK_ERRORS = (
     requests.ConnectionError,
@@ -124,8 +126,8 @@ class EachlabsClient:
         self._paused_until = 0.0
         # The largest body seen: fetch_many queues fewer IDs once answers are big, and big
         # bodies are read a few at a time (at most about _IN_FLIGHT_MAX_BYTES at once).
-        self._largest_body = 0
-        self._reading = _ByteBudget(_IN_FLIGHT_MAX_BYTES)
+        self._largest_body_bytes = 0
+        self._read_budget = _ByteBudget(_IN_FLIGHT_MAX_BYTES, self._stop)
         self._throttled_out: str | None = None
         self._adapter = HTTPAdapter(
             pool_connections=1, pool_maxsize=pool_size or config.concurrency, max_retries=0
@@ -265,9 +267,11 @@ class EachlabsClient:
                 allow_redirects=False,
                 stream=True,
             )
-            announced = _announced_size(response)
-            self._largest_body = max(self._largest_body, announced)
-            with response, self._reading.hold(announced) as waited_s:
+            # A compressed or unannounced body may be as big as the largest seen so far.
+            expected_bytes = _announced_size(response)
+            if expected_bytes == 0 or "Content-Encoding" in response.headers:
+                expected_bytes = max(expected_bytes, self._largest_body_bytes)
+            with response, self._read_budget.hold(expected_bytes) as waited_s:
                 # Waiting for its turn to read a big body does not count against the deadline.
                 body = read_body(response, deadline + waited_s, self.request_timeout_s)
         except requests.exceptions.SSLError as exc:
@@ -291,10 +295,11 @@ class EachlabsClient:
             raise ConfigError(
                 f"cannot send a request to {self.base_url!r} ({type(exc).__name__}); check base_url"
             ) from None
-        # (At least 1: an answer has been seen. A race between workers is benign: at worst one
-        # queue decision uses an older size.)
-        self._largest_body = max(self._largest_body, len(body), 1)
         status = response.status_code
+        # Payloads only (an error page says nothing of them); at least 1: an answer came. Two
+        # workers may race here and one size be lost: the next answer sets it again.
+        size = len(body) if status == 200 else 0
+        self._largest_body_bytes = max(self._largest_body_bytes, size, 1)
         if status == 200:
             try:
                 return decode_execution(body, execution_id), len(body)
@@ -379,12 +384,13 @@ class EachlabsClient:
         """Fetch executions concurrently, yielding results as they finish (not in input order).
 
         At most `concurrency` requests are in flight and about twice that many IDs are queued,
-        so memory stays flat however many IDs there are; fewer once answers are big, so that
-        it stays flat however large they are too (see `_queue_depth`). An AuthError or
-        ConfigError stops everything at once, and so does a server that cannot be reached at
-        all: when the first
-        `concurrency` results are all connection failures, ConfigError says so rather than
-        spending every ID's retries on it.
+        so memory stays flat however many IDs there are; fewer once answers are big, and big
+        bodies are read a few at a time, so that it stays flat however large they are too
+        (see `_queue_depth` and `_ByteBudget`).
+
+        An AuthError or ConfigError stops everything at once, and so does a server that cannot
+        be reached at all: when the first `concurrency` results are all connection failures,
+        ConfigError says so rather than spending every ID's retries on it.
         """
         concurrency = max(1, concurrency or self.settings.concurrency)
         id_iter = iter(execution_ids)
@@ -425,9 +431,9 @@ class EachlabsClient:
         fewer once they are big, so that the answers held at once add up to about
         _IN_FLIGHT_MAX_BYTES (three at a time for payloads of 10 MB). Before any answer has
         shown how big they are, `concurrency` (big bodies are then read a few at a time)."""
-        if self._largest_body == 0:
+        if self._largest_body_bytes == 0:
             return concurrency
-        fitting = _IN_FLIGHT_MAX_BYTES // self._largest_body
+        fitting = _IN_FLIGHT_MAX_BYTES // self._largest_body_bytes
         return max(1, min(concurrency * 2, fitting))
 
     def _fetch_result(self, execution_id: str) -> FetchResult:
@@ -454,10 +460,13 @@ def _announced_size(response: requests.Response) -> int:
 
 class _ByteBudget:
     """Bytes that may be read at once: a body waits while others hold the budget, unless it
-    would be the only one (a body larger than the whole budget is read alone)."""
+    would be the only one (a body larger than the whole budget is read alone). A wait ends
+    when `stop` is set (the fetch is abandoned) or after `_MAX_BUDGET_WAIT_S` (the body is
+    then read anyway), so that no request waits unbounded."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stop: threading.Event) -> None:
         self._limit = limit
+        self._stop = stop
         self._held = 0
         self._changed = threading.Condition()
 
@@ -466,8 +475,13 @@ class _ByteBudget:
         """Hold `size` bytes of the budget; yields how many seconds it waited for them."""
         started = time.monotonic()
         with self._changed:
-            while self._held and self._held + size > self._limit:
-                self._changed.wait()
+            while (
+                self._held
+                and self._held + size > self._limit
+                and not self._stop.is_set()
+                and time.monotonic() - started < _MAX_BUDGET_WAIT_S
+            ):
+                self._changed.wait(timeout=0.5)
             self._held += size
         try:
             yield time.monotonic() - started

@@ -162,9 +162,7 @@ class EachlabsSettings(BaseConfiguration):
     )
     chunk_executions: int = _setting(
         10_000,
-        "A load commits (one complete dlt load into DuckDB) after this many executions or "
-        "chunk_seconds, whichever comes first: an interrupt loses at most the chunk in flight, "
-        "and memory is bounded by the chunk.",
+        "A load commits (one complete dlt load into DuckDB) after this many executions...",
         _whole(1),
     )
     chunk_seconds: float = _setting(
@@ -174,7 +172,8 @@ class EachlabsSettings(BaseConfiguration):
         32 * 1024 * 1024,
         "...or once the answers fetched for it reach about this many bytes (32 MiB): DuckDB "
         "holds a chunk's text several times over until it is written to the file, so memory "
-        "follows this limit, not payload size.",
+        "follows this limit, not payload size. Whichever comes first ends the chunk; an "
+        "interrupt loses at most the chunk in flight.",
         _whole(1),
     )
 
