@@ -160,7 +160,7 @@ def run_load(
     chunks = {"chunk_executions": chunk_executions, "chunk_seconds": chunk_seconds}
     config = resolve_settings({**(source_options or {}), **chunks})
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
-    with load_lock(db_path, lock_wait_s):
+    with load_lock(db_path, lock_wait_s), _dlt_settings():
         return _run_load(ids, db_path, dataset, refresh_all, config, on_progress, on_commit)
 
 
@@ -184,11 +184,7 @@ def _run_load(
     # be written): dlt's loads of the chunks share this one DuckDB instance, whose settings
     # this run chooses (`writer_settings`), and no other program can take the file between
     # two chunks.
-    with (
-        _dlt_settings(),
-        connect_duckdb(db_path) as connection,
-        writer_settings(connection),
-    ):
+    with connect_duckdb(db_path) as connection, writer_settings(connection):
         checkpoints = Checkpoints(connection, dataset)
         if pipeline.has_pending_data:
             # An earlier run was interrupted after fetching: finish loading what it fetched

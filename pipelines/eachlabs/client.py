@@ -267,10 +267,12 @@ class EachlabsClient:
                 allow_redirects=False,
                 stream=True,
             )
-            # A compressed or unannounced body may be as big as the largest seen so far.
             expected_bytes = _announced_size(response)
             if expected_bytes == 0 or "Content-Encoding" in response.headers:
+                # A compressed or unannounced body may be as big as the largest seen so far.
                 expected_bytes = max(expected_bytes, self._largest_body_bytes)
+            elif response.status_code == 200:  # the queue shrinks before the body is read
+                self._largest_body_bytes = max(self._largest_body_bytes, expected_bytes)
             with response, self._read_budget.hold(expected_bytes) as waited_s:
                 # Waiting for its turn to read a big body does not count against the deadline.
                 body = read_body(response, deadline + waited_s, self.request_timeout_s)
