@@ -62,21 +62,34 @@ def commits(stderr: str) -> int:
     return stderr.count("committed chunk")
 
 
+def load_one_at_a_time(simulator_factory, workspace, payloads: list[dict], env: dict) -> Any:
+    """Serve `payloads` from a simulator and load them with one request at a time."""
+    simulator = simulator_factory(executions=0)
+    for payload in payloads:
+        simulator.put_execution(payload)
+    ids = [p["execution_id"] for p in payloads]
+    result = workspace.load(simulator, *ids, extra=["--concurrency", "1"], env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"loaded {len(ids)}, " in result.stdout
+    return result
+
+
+def megabyte_steps(execution_id: str, rng: random.Random) -> dict[str, Any]:
+    """An execution of ten steps of 1 MB of random text each."""
+    steps = {
+        f"s{i}": model_step(f"s{i}", "m", {"i": i}, output=random_text(rng, 2**20))
+        for i in range(10)
+    }
+    return execution(execution_id, steps)
+
+
 def test_a_chunk_ends_on_the_bytes_fetched(simulator_factory, workspace) -> None:
     """Eight answers of ~300 KB with chunk_max_bytes=700,000 commit in chunks of 3, 3 and 2
     (one request at a time, up to two queued): a chunk ends when the answers fetched plus
     those on their way, at the run's average size so far, reach the limit."""
-    simulator = simulator_factory(executions=0)
     payloads = large_executions(8)
-    for payload in payloads:
-        simulator.put_execution(payload)
-    ids = [p["execution_id"] for p in payloads]
-    result = workspace.load(
-        simulator, *ids, extra=["--concurrency", "1"],
-        env={"SOURCES__EACHLABS__CHUNK_MAX_BYTES": "700000"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "loaded 8, " in result.stdout
+    env = {"SOURCES__EACHLABS__CHUNK_MAX_BYTES": "700000"}
+    result = load_one_at_a_time(simulator_factory, workspace, payloads, env)
     # A commit line is printed while more IDs remain: after the first two chunks.
     assert commits(result.stderr) == 2
     assert "committed chunk 1: 3 of 8 IDs done" in result.stderr
@@ -89,16 +102,8 @@ def test_large_values_keep_a_row_group_per_chunk(simulator_factory, workspace) -
     """Each chunk of large values is written in a row group of its own, and no later
     checkpoint (of the load, or of `views`) merges them: merging rewrites row groups whole,
     all their large values in memory at once."""
-    simulator = simulator_factory(executions=0)
-    payloads = large_executions(8)
-    for payload in payloads:
-        simulator.put_execution(payload)
-    ids = [p["execution_id"] for p in payloads]
-    result = workspace.load(
-        simulator, *ids, extra=["--concurrency", "1"],
-        env={"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "4"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    env = {"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "4"}
+    result = load_one_at_a_time(simulator_factory, workspace, large_executions(8), env)
     assert commits(result.stderr) == 1
     assert row_groups(workspace, "step_outputs") == 2
     views = workspace.run("views", "--db", str(workspace.db_path))
@@ -110,15 +115,9 @@ def test_large_values_keep_a_row_group_per_chunk(simulator_factory, workspace) -
 def test_small_values_are_merged_into_one_row_group(simulator_factory, workspace) -> None:
     """A file of ordinary values is compacted as DuckDB does by default: the chunks' row
     groups are merged by the load's last checkpoint."""
-    simulator = simulator_factory(executions=0)
-    ids = [f"small-{n}" for n in range(8)]
-    for execution_id in ids:
-        simulator.put_execution(one_step_execution(execution_id))
-    result = workspace.load(
-        simulator, *ids, extra=["--concurrency", "1"],
-        env={"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "4"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    payloads = [one_step_execution(f"small-{n}") for n in range(8)]
+    env = {"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "4"}
+    result = load_one_at_a_time(simulator_factory, workspace, payloads, env)
     assert commits(result.stderr) == 1
     assert row_groups(workspace, "step_outputs") == 1
     assert workspace.query("select count(*) from eachlabs.step_outputs") == [(8,)]
@@ -201,11 +200,7 @@ def test_a_chunk_too_big_for_duckdbs_memory_cap_still_loads(
     simulator = simulator_factory(executions=0)
     ids = [f"big-{n}" for n in range(3)]
     for execution_id in ids:
-        steps = {
-            f"s{i}": model_step(f"s{i}", "m", {"i": i}, output=random_text(rng, 2**20))
-            for i in range(10)
-        }
-        simulator.put_execution(execution(execution_id, steps))
+        simulator.put_execution(megabyte_steps(execution_id, rng))
     result = workspace.load(
         simulator, *ids, extra=["--concurrency", "1", "-v"],
         env={"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "1"},
@@ -228,11 +223,7 @@ def test_a_chunk_of_large_values_gets_room_in_duckdb(simulator_factory, workspac
     simulator = simulator_factory(executions=0)
     ids = [f"big-{n}" for n in range(6)]
     for execution_id in ids:
-        steps = {
-            f"s{i}": model_step(f"s{i}", "m", {"i": i}, output=random_text(rng, 2**20))
-            for i in range(10)
-        }
-        simulator.put_execution(execution(execution_id, steps))
+        simulator.put_execution(megabyte_steps(execution_id, rng))
     result = workspace.load(
         simulator, *ids, extra=["-v"], env={"SOURCES__EACHLABS__CHUNK_MAX_BYTES": str(10**9)}
     )
