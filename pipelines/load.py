@@ -34,7 +34,7 @@ from pipelines.target import (
     is_out_of_memory,
     lock_conflict,
     locked_error,
-    physical_memory_mb,
+    memory_ceiling_mb,
     set_memory_limit,
     stored_final_ids,
     writer_settings,
@@ -239,7 +239,7 @@ def _load_chunk(pipeline: dlt.Pipeline, source: Any, connection: duckdb.DuckDBPy
     try:
         return _run_pipeline(pipeline, source) is not None
     except PipelineStepFailed as exc:
-        ceiling_mb = physical_memory_mb() // 2
+        ceiling_mb = memory_ceiling_mb()
         if not is_out_of_memory(exc) or DUCKDB_MEMORY_LIMIT_MB >= ceiling_mb:
             raise
     log.info("DuckDB ran out of memory in a chunk; finishing it with %d MiB", ceiling_mb)
@@ -405,7 +405,6 @@ def _add_chunk(total: FetchReport, chunk: FetchReport) -> None:
     total.failed += chunk.failed
     total.errors.extend(chunk.errors)
     total.body_bytes += chunk.body_bytes
-    total.largest_body_bytes = max(total.largest_body_bytes, chunk.largest_body_bytes)
 
 
 def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:

@@ -137,7 +137,7 @@ def chunk_memory_mb(chunk: FetchReport) -> int:
     chunk that still does not fit is finished with the cap lifted to half the RAM (see
     `pipelines.load`)."""
     wanted = 4 * chunk.body_bytes // 2**20
-    return max(DUCKDB_MEMORY_LIMIT_MB, min(wanted, physical_memory_mb() // 2))
+    return max(DUCKDB_MEMORY_LIMIT_MB, min(wanted, memory_ceiling_mb()))
 
 
 #: Text values from this size up are stored by DuckDB in blocks of their own, and rewriting a
@@ -193,7 +193,7 @@ def checkpoint(
             it does by default; only for a file without large values (`Checkpoints`).
     """
     if large_values:
-        set_memory_limit(connection, max(DUCKDB_MEMORY_LIMIT_MB, physical_memory_mb() // 2))
+        set_memory_limit(connection, max(DUCKDB_MEMORY_LIMIT_MB, memory_ceiling_mb()))
     if merge_row_groups:
         connection.execute("reset max_vacuum_tasks")
     try:
@@ -292,6 +292,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def memory_ceiling_mb() -> int:
+    """The most DuckDB is ever given while a load holds the file: half the machine's memory."""
+    return physical_memory_mb() // 2
 
 
 def physical_memory_mb() -> int:
