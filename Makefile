@@ -6,14 +6,20 @@ STAMP := $(VENV)/.installed
 # The DuckDB file `make report` reads: `make report DB=eachlabs_data.duckdb` for a real one.
 DB ?= eachlabs_demo.duckdb
 
-.PHONY: install demo report test check-spec lint format bench clean
+.PHONY: install demo report test test-stress check-spec lint format bench clean
 
 install: $(STAMP)
+
+# setuptools announces every editable install of a package with a mapped folder (sql/ ships as
+# pipelines.sql) with an informational "Editable installation." notice, shown by pip as a
+# BuildBackendWarning. It reports nothing wrong; filtering it keeps the install log free of
+# warnings, so a real one stands out (tests/test_wheel.py holds the log to that).
+EDITABLE_NOTICE_OFF := PYTHONWARNINGS="ignore:Editable installation"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,report]"
+	$(EDITABLE_NOTICE_OFF) $(BIN)/python -m pip install --quiet -e ".[dev,report]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -21,8 +27,9 @@ demo: $(STAMP)
 
 # Executes notebooks/model_performance.ipynb on $(DB) (read-only) and writes
 # reports/model_performance.html plus one PNG per figure; the install includes `.[report]`.
+# Notebook parameters: make report ARGS="-p top_n=5 -p start_date=2026-02-01".
 report: $(STAMP)
-	@$(BIN)/eachlabs-pipeline report --db "$(DB)" --out reports
+	@$(BIN)/eachlabs-pipeline report --db "$(DB)" --out reports $(ARGS)
 
 # Tests run on 4 pytest-xdist workers (most of a test's time is spent waiting on a server, a
 # DuckDB file or a child process, so 4 overlap well even on 2 cores): `make test WORKERS=1`.
@@ -30,6 +37,17 @@ WORKERS ?= 4
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
 	$(BIN)/python -m pytest -q -n $(WORKERS)
+
+# The whole suite on one core shared with two CPU-burning processes (all three pinned with
+# taskset -c 0): the suite gets about a third of a core, roughly what a busy CI box gives. A
+# test whose outcome depends on wall time or machine speed fails here. See docs/testing.md.
+test-stress: $(STAMP)
+	@command -v taskset >/dev/null || { echo "test-stress needs taskset (util-linux)"; exit 1; }
+	@taskset -c 0 $(BIN)/python -c 'while True: pass' & b1=$$!; \
+	taskset -c 0 $(BIN)/python -c 'while True: pass' & b2=$$!; \
+	trap 'kill $$b1 $$b2 2>/dev/null' EXIT INT TERM; \
+	echo "two CPU burners share core 0 with the suite (PIDs $$b1 $$b2)"; \
+	taskset -c 0 $(BIN)/python -m pytest -q -n $(WORKERS) $(PYTEST_ARGS)
 
 # CI only: does our API contract (tests/eachlabs_api.schema.json) still agree with the vendor's
 # published spec? Reads ../shared/eachlabs-api/workflows.openapi.yaml or $$EACHLABS_API_SPEC.

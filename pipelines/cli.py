@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from dlt.pipeline.exceptions import PipelineStepFailed
-
-from pipelines.eachlabs import FetchReport, settings
-from pipelines.eachlabs.errors import AuthError, ConfigError, EachlabsError, LockedError
-from pipelines.eachlabs.ids import parse_id_lines
-from pipelines.load import DEFAULT_DATASET, DEFAULT_DB_PATH, LoadSummary, run_load
-from pipelines.target import (
-    Checkpoints,
-    check_demo_target,
-    check_target,
-    connect_duckdb,
-    mark_demo_file,
-    writer_settings,
+from pipelines.eachlabs import settings
+from pipelines.eachlabs.errors import (
+    AuthError,
+    ConfigError,
+    EachlabsError,
+    LockedError,
+    ViewError,
 )
-from pipelines.views import ViewError
+from pipelines.eachlabs.ids import parse_id_lines
+from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
+
+if TYPE_CHECKING:
+    from pipelines.eachlabs.helpers import FetchReport
+    from pipelines.load import LoadSummary
+
+# This module imports neither dlt, DuckDB nor pandas (about a second together): each command
+# imports what it needs when it runs, so `--help` and `--version` answer at once.
 
 #: The demo's own file, so that simulated data never mixes into a real load's file.
 DEMO_DB_PATH = Path("eachlabs_demo.duckdb")
@@ -44,6 +48,18 @@ def _err(message: str) -> None:
 def _stamp() -> str:
     """ISO-8601 UTC time that starts every progress and summary line (for log files)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _process_started_at() -> float:
+    """When this process started, on the `time.monotonic()` clock (interpreter start-up and
+    imports included); now, where /proc does not say."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_after_boot_s = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        age_s = time.clock_gettime(time.CLOCK_BOOTTIME) - started_after_boot_s
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, age_s)
 
 
 def _package_version() -> str:
@@ -215,11 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also write the notebook report (HTML, executed notebook, PNGs) to DIR",
     )
+    report.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a notebook parameter for --out, repeatable: models='[\"flux-1-1-pro\"]', "
+        "start_date=2026-02-01, end_date=..., top_n=5 (VALUE is read as JSON, else as text)",
+    )
     report.set_defaults(handler=_cmd_report)
 
-    from pipelines.simulator.cli import add_simulator_parser
+    from pipelines.simulator.cli import add_simulator_parser, add_wait_ready_parser
 
     add_simulator_parser(subparsers)
+    add_wait_ready_parser(subparsers)
     for command_parser in subparsers.choices.values():
         # -v works after the subcommand too; SUPPRESS keeps a -v given before it.
         _add_verbose(command_parser, default=argparse.SUPPRESS)
@@ -292,6 +319,8 @@ def _print_summary(summary: LoadSummary) -> None:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
+    from pipelines.load import run_load
+
     options: dict[str, Any] = {
         name: getattr(args, name)
         for name, setting in settings.SETTING_FIELDS.items()
@@ -306,12 +335,14 @@ def _cmd_load(args: argparse.Namespace) -> int:
         on_progress=None if args.quiet else _print_progress,
         lock_wait_s=args.lock_wait,
         on_commit=None if args.quiet else _print_commit,
+        started_at=args.started_at,
     )
     _print_summary(summary)
     return summary.exit_code
 
 
 def _cmd_views(args: argparse.Namespace) -> int:
+    from pipelines.target import Checkpoints, check_target, connect_duckdb, writer_settings
     from pipelines.views import apply_views
 
     check_target(args.db, args.dataset)
@@ -324,15 +355,34 @@ def _cmd_views(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _parameter(text: str) -> tuple[str, Any]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE, e.g. top_n=5")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+def _print_report_progress(line: str) -> None:
+    print(f"{_stamp()} report: {line}", file=sys.stderr, flush=True)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import terminal_report
+    from pipelines.target import check_target
 
     check_target(args.db, args.dataset)
+    if args.param and args.out is None:
+        raise ConfigError("-p/--param sets a parameter of the notebook report: add --out DIR")
     print(terminal_report(args.db, args.dataset))
     if args.out is not None:
         from pipelines.notebook import render_report
 
-        files = render_report(args.db, args.dataset, args.out)
+        files = render_report(
+            args.db, args.dataset, args.out, dict(args.param), on_progress=_print_report_progress
+        )
         print(
             f"\nreport written to {files.html} ({len(files.figures)} figures as PNG in {args.out})"
         )
@@ -340,13 +390,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.load import run_load
     from pipelines.report import terminal_report
     from pipelines.simulator import Simulator, SimulatorConfig
+    from pipelines.target import check_demo_target, check_target, mark_demo_file
 
-    # The clock runs at 60 simulated seconds per second, as with `eachlabs-pipeline simulator`.
     check_target(args.db, args.dataset)
     foreign_executions = check_demo_target(args.db, args.dataset, allow_existing=args.force)
-    config = SimulatorConfig(executions=args.executions, seed=args.seed, time_scale=60)
+    # The simulated clock stands still at the data set's "now" and long-polls answer at once:
+    # however fast the machine, the same executions are running and every figure is the same
+    # (`eachlabs-pipeline simulator` keeps a running clock).
+    config = SimulatorConfig(
+        executions=args.executions, seed=args.seed, time_scale=0.0, long_poll=False
+    )
     with Simulator(config) as simulator:
         print(f"simulator serving {args.executions} executions at {simulator.base_url}")
         summary = run_load(
@@ -355,6 +411,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             source_options={"base_url": simulator.base_url, "api_key": simulator.api_key},
             on_progress=_print_progress,
+            started_at=args.started_at,
         )
     if not foreign_executions:
         mark_demo_file(args.db, args.dataset)
@@ -362,6 +419,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print()
     print(terminal_report(args.db, args.dataset))
     return summary.exit_code
+
+
+def _is_dlt_step_failure(exc: BaseException) -> bool:
+    """A failure inside one of dlt's steps (extract, normalise, load)? dlt is imported already
+    if the error came from it."""
+    dlt_exceptions = sys.modules.get("dlt.pipeline.exceptions")
+    return dlt_exceptions is not None and isinstance(exc, dlt_exceptions.PipelineStepFailed)
 
 
 def dlt_failure_message(exc: BaseException) -> str:
@@ -396,7 +460,11 @@ def _install_log_filters() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     # dlt's anonymous usage telemetry is off unless the user switches it on.
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+    # The summary's time is the whole command's: from the process's start when run as the
+    # installed command, from this call when called in process with arguments (tests).
+    started_at = _process_started_at() if argv is None else time.monotonic()
     args = build_parser().parse_args(argv)
+    args.started_at = started_at
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -414,8 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ViewError as exc:
         kept = "the tables are unchanged" if args.command == "views" else "loaded data is kept"
         _err(f"applying the SQL views failed ({kept}): {exc}")
-    except PipelineStepFailed as exc:
-        if args.verbose:
+    except Exception as exc:
+        if args.verbose or not _is_dlt_step_failure(exc):
             raise
         _err(dlt_failure_message(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (load.Terminated): 143

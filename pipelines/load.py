@@ -22,7 +22,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
 from pipelines.eachlabs.errors import EachlabsError
 from pipelines.eachlabs.ids import select_ids
-from pipelines.eachlabs.settings import resolve_settings
+from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH, resolve_settings
 from pipelines.lock import load_lock
 from pipelines.target import (
     DUCKDB_MEMORY_LIMIT_MB,
@@ -35,6 +35,7 @@ from pipelines.target import (
     lock_conflict,
     locked_error,
     memory_ceiling_mb,
+    remove_database,
     set_memory_limit,
     stored_final_ids,
     writer_settings,
@@ -42,11 +43,6 @@ from pipelines.target import (
 from pipelines.views import apply_views
 
 log = logging.getLogger(__name__)
-
-#: Not `eachlabs.duckdb`: DuckDB names the database (catalog) after the file, and a catalog
-#: named like the dataset's schema makes every `eachlabs.<table>` reference ambiguous.
-DEFAULT_DB_PATH = Path("eachlabs_data.duckdb")
-DEFAULT_DATASET = "eachlabs"
 
 
 @dataclass
@@ -124,6 +120,7 @@ def run_load(
     chunk_executions: int | None = None,
     chunk_seconds: float | None = None,
     on_commit: Callable[[LoadSummary], None] | None = None,
+    started_at: float | None = None,
 ) -> LoadSummary:
     """Fetch the given executions and merge them into the DuckDB file, then apply the views.
 
@@ -142,6 +139,11 @@ def run_load(
             interrupt loses at most the chunk in flight, and the next run skips what was
             committed.
         on_commit: Called after each chunk is committed while more IDs remain.
+        started_at: `time.monotonic()` at which the run's clock starts (the CLI passes its
+            process's start, so the summary's time is the whole command's); default: now.
+
+    A run that created the DuckDB file and fails before committing anything removes the file
+    (and its `.wal` and `.lock`) again; a file that existed before is left as it was.
 
     Raises:
         AuthError: the API refused the key; nothing more was loaded.
@@ -159,9 +161,22 @@ def run_load(
         return LoadSummary(no_ids=True)
     chunks = {"chunk_executions": chunk_executions, "chunk_seconds": chunk_seconds}
     config = resolve_settings({**(source_options or {}), **chunks})
+    summary = LoadSummary()
+    started = time.monotonic() if started_at is None else started_at
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
-    with load_lock(db_path, lock_wait_s), _dlt_settings():
-        return _run_load(ids, db_path, dataset, refresh_all, config, on_progress, on_commit)
+    with load_lock(db_path, lock_wait_s) as lock, _dlt_settings():
+        is_new_file = not db_path.exists()
+        try:
+            _run_load(ids, db_path, dataset, refresh_all, config, on_progress, on_commit, summary)
+        except BaseException:
+            if is_new_file and not summary.chunks and not summary.resumed_interrupted_load:
+                # Nothing was loaded: leave no empty file behind for `report` to stumble on.
+                remove_database(db_path)
+                if lock.created:
+                    lock.remove_when_released()
+            raise
+    summary.elapsed_s = time.monotonic() - started
+    return summary
 
 
 def _run_load(
@@ -172,14 +187,14 @@ def _run_load(
     config: EachlabsSettings,
     on_progress: Callable[[FetchReport], None] | None,
     on_commit: Callable[[LoadSummary], None] | None,
-) -> LoadSummary:
-    started = time.monotonic()
+    summary: LoadSummary,
+) -> None:
+    """The load itself, under the lock; fills `summary` as it goes."""
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name_for(db_path, dataset),
         destination=dlt.destinations.duckdb(str(db_path)),
         dataset_name=dataset,
     )
-    summary = LoadSummary()
     # The run holds the file from start to end (opening it is also the early check that it can
     # be written): dlt's loads of the chunks share this one DuckDB instance, whose settings
     # this run chooses (`writer_settings`), and no other program can take the file between
@@ -226,9 +241,6 @@ def _run_load(
                 on_commit(summary)
         summary.views = apply_views(connection, dataset)
         checkpoints.final()
-
-    summary.elapsed_s = time.monotonic() - started
-    return summary
 
 
 def _load_chunk(pipeline: dlt.Pipeline, source: Any, connection: duckdb.DuckDBPyConnection) -> bool:

@@ -11,7 +11,9 @@ is how the PNGs get their file names.
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -34,6 +36,9 @@ FIGURES = (
     "error_causes",
     "workflows",
 )
+
+#: The notebook's parameters besides `db_path` and `dataset` (its cell tagged `parameters`).
+PARAMETERS = ("start_date", "end_date", "models", "top_n")
 
 REPORT_EXTRA_HINT = (
     "the notebook report needs the `report` extra: run `make report`, or "
@@ -99,10 +104,31 @@ def table_outputs(notebook: Any) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
+def sections(notebook: Any) -> dict[int, str]:
+    """Index of the first code cell under each `## ` heading -> that heading ("Reading the
+    views" for the code before the first heading): where a progress line is due."""
+    found: dict[int, str] = {}
+    heading, is_announced = "Reading the views", False
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "markdown":
+            match = re.search(r"^## (.+)$", cell.source, re.M)
+            if match:
+                heading, is_announced = match.group(1).strip(), False
+        elif cell.cell_type == "code" and not is_announced:
+            found[index] = heading
+            is_announced = True
+    return found
+
+
 def execute_notebook(
-    parameters: dict[str, Any], notebook_path: Path = NOTEBOOK_PATH, timeout_s: int = 600
+    parameters: dict[str, Any],
+    notebook_path: Path = NOTEBOOK_PATH,
+    timeout_s: int = 600,
+    on_progress: Callable[[str], None] | None = None,
 ) -> Any:
     """Run the notebook with `parameters` in a fresh kernel; returns the executed notebook.
+
+    `on_progress` gets one line as the kernel starts and one per section of the notebook.
 
     Raises:
         NotebookError: the report extra is missing, or a cell raised (the message names the
@@ -118,12 +144,22 @@ def execute_notebook(
         raise NotebookError(f"no notebook at {notebook_path}: reinstall eachlabs-pipeline")
     notebook = nbformat.read(notebook_path, as_version=4)
     inject_parameters(notebook, parameters)
+    due = sections(notebook)
+
+    def announce(cell: Any, cell_index: int) -> None:
+        if on_progress is not None and cell_index in due:
+            number = list(due).index(cell_index) + 1
+            on_progress(f"section {number} of {len(due)}: {due[cell_index]}")
+
     client = NotebookClient(
         notebook,
         timeout=timeout_s,
         kernel_name="python3",
         resources={"metadata": {"path": str(notebook_path.parent)}},
+        on_cell_start=announce,
     )
+    if on_progress is not None:
+        on_progress("starting the notebook's kernel")
     try:
         # The kernel's own log lines (e.g. ipykernel's note that it talks TCP on loopback)
         # are not the report's business; errors in cells come back through the client.
@@ -155,7 +191,11 @@ def notebook_to_html(notebook: Any) -> str:
 
 
 def render_report(
-    db_path: Path, dataset: str, out_dir: Path, parameters: dict[str, Any] | None = None
+    db_path: Path,
+    dataset: str,
+    out_dir: Path,
+    parameters: dict[str, Any] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> ReportFiles:
     """Execute the notebook on `db_path` and write HTML, the executed notebook and PNGs.
 
@@ -165,14 +205,22 @@ def render_report(
         out_dir: folder for `model_performance.html`, `model_performance.ipynb` and one
             `<figure>.png` per figure (created if missing).
         parameters: other notebook parameters (`start_date`, `end_date`, `models`, `top_n`).
+        on_progress: gets a line as each part of the work starts (kernel, sections, files).
 
     Raises:
         ConfigError: the file or its views are missing (checked before any kernel starts).
         NotebookError: see `execute_notebook`, or a figure of `FIGURES` is missing.
     """
     read_frames(db_path, dataset, {})  # one clear line for a missing file or missing views
+    unknown = set(parameters or {}) - set(PARAMETERS)
+    if unknown:
+        raise ConfigError(
+            f"the notebook has no parameter {', '.join(sorted(unknown))}; "
+            f"its parameters: {', '.join(PARAMETERS)}"
+        )
     notebook = execute_notebook(
-        {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **(parameters or {})}
+        {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **(parameters or {})},
+        on_progress=on_progress,
     )
     figures = figure_outputs(notebook)
     missing = [name for name in FIGURES if name not in figures]
@@ -181,6 +229,8 @@ def render_report(
 
     import nbformat
 
+    if on_progress is not None:
+        on_progress(f"writing the HTML page and {len(FIGURES)} PNG files to {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "model_performance.html"
     html_path.write_text(notebook_to_html(notebook), encoding="utf-8")

@@ -69,6 +69,12 @@ def connect_duckdb(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPy
         ) from None
 
 
+def remove_database(db_path: Path) -> None:
+    """Delete a DuckDB file and its write-ahead log (`<file>.wal`), if present."""
+    for path in (db_path, db_path.with_name(db_path.name + ".wal")):
+        path.unlink(missing_ok=True)
+
+
 def check_demo_target(db_path: Path, dataset: str, *, allow_existing: bool = False) -> int:
     """Refuse to mix generated executions into a file that holds executions a demo did not
     write (a real load's file, most likely).

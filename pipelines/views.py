@@ -31,6 +31,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.eachlabs.errors import ViewError
+
 #: The view files: the repository's `sql/` folder, shipped in the package as `pipelines.sql`.
 SQL_PACKAGE = "pipelines.sql"
 #: The shared formulas: `<sql dir>/macros/<dialect>.sql`; not a view file.
@@ -49,10 +51,6 @@ _MACRO_HEAD = re.compile(
 # A statement ends with a semicolon at the end of a line followed by a blank line or the end
 # of the file (a `begin atomic ... end` body holds semicolons of its own).
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n[ \t]*\n|\n?[ \t]*\Z)")
-
-
-class ViewError(Exception):
-    """Base class for problems with the view files or with applying them."""
 
 
 class ViewDefinitionError(ViewError):

@@ -22,7 +22,8 @@
 --   skewed_steps    completed steps whose completion precedes their start (clock skew);
 --                   excluded from the sample.
 --   untimed_steps   completed steps missing started_at or completed_at; excluded from the sample.
---   avg_seconds     mean latency of the sample, in seconds.
+--   avg_seconds     mean latency of the sample, in seconds (summed as whole microseconds:
+--                   the same in any order the rows were loaded in).
 --   min_seconds     fastest latency in the sample.
 --   p50_seconds     median latency (percentile_cont 0.50).
 --   p75_seconds     75th percentile latency.

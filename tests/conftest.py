@@ -9,11 +9,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from workspace import Workspace, make_workspace
+from workspace import CliResult, Workspace, isolated_env, make_workspace, run_main
 
 pytest_plugins = ["simulator_fixtures"]
 
@@ -21,6 +22,38 @@ pytest_plugins = ["simulator_fixtures"]
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     return make_workspace(tmp_path)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What `make demo` did in `root`: its file `root / "eachlabs_demo.duckdb"` and output."""
+
+    root: Path
+    result: CliResult
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "eachlabs_demo.duckdb"
+
+
+def run_demo(root: Path) -> DemoRun:
+    """`make demo`'s command (1,000 executions, seed 42) in `root`, through the CLI's entry
+    point in process, with the caller's SOURCES__* etc. stripped; it must exit 0."""
+    result = run_main(
+        root,
+        ["demo", "--executions", "1000", "--db", "eachlabs_demo.duckdb"],
+        isolated_env(root / "dlt-data"),
+        None,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"demo failed: {result.stdout}\n{result.stderr}")
+    return DemoRun(root, result)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """`make demo`'s file and output, made once per test worker; tests only read it."""
+    return run_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="session")

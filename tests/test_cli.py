@@ -194,3 +194,63 @@ def test_demo_runs_again_on_its_own_file(workspace) -> None:
             "select comment from duckdb_tables() where table_name = 'executions' "
             "and schema_name = 'eachlabs'"
         ).fetchall() == [(DEMO_MARK,)]
+
+
+# --- an API that cannot be reached ------------------------------------------------------------
+
+CLOSED_PORT_URL = "http://127.0.0.1:9/api/v1"  # the discard port: nothing listens there
+
+
+@pytest.mark.parametrize("ids", [["a"], ["a", "b"], [f"id-{n}" for n in range(40)]])
+def test_an_unreachable_api_exits_1_whatever_the_number_of_ids(workspace, ids) -> None:
+    """Two IDs never make a streak of `concurrency` (16) connection failures: the run still
+    ends with exit 1 and the one line, not "failed 2" and exit 2."""
+    result = workspace.run(
+        "load", *ids, "--db", str(workspace.db_path), "--base-url", CLOSED_PORT_URL,
+        env={"SOURCES__EACHLABS__API_KEY": "k", "SOURCES__EACHLABS__MAX_ATTEMPTS": "2"},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"cannot reach {CLOSED_PORT_URL}" in result.stderr
+    assert "nothing was loaded" in result.stderr
+    assert "failed" not in result.stdout
+
+
+def _files(folder) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith("test.duckdb"))
+
+
+def test_a_load_that_loaded_nothing_leaves_no_file_it_created(workspace) -> None:
+    result = workspace.run(
+        "load", "a", "b", "--db", str(workspace.db_path), "--base-url", CLOSED_PORT_URL,
+        env={"SOURCES__EACHLABS__API_KEY": "k", "SOURCES__EACHLABS__MAX_ATTEMPTS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert _files(workspace.root) == []  # no file, no .wal, no .lock
+    report = workspace.run("report", "--db", str(workspace.db_path))
+    assert report.returncode == 1 and "no DuckDB file at" in report.stderr
+
+
+def test_a_failed_load_leaves_a_file_that_existed_as_it_was(simulator_factory, workspace) -> None:
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+    assert workspace.load(simulator, "e").returncode == 0
+    before = workspace.query("select execution_id, status from eachlabs.executions")
+    result = workspace.run(
+        "load", "x", "--db", str(workspace.db_path), "--base-url", CLOSED_PORT_URL,
+        env={"SOURCES__EACHLABS__API_KEY": "k", "SOURCES__EACHLABS__MAX_ATTEMPTS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert _files(workspace.root) == ["test.duckdb", "test.duckdb.lock"]
+    assert workspace.query("select execution_id, status from eachlabs.executions") == before
+
+
+def test_after_an_unreachable_run_the_same_file_loads_normally(simulator_factory, workspace):
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+    env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key, "SOURCES__EACHLABS__MAX_ATTEMPTS": "1"}
+    failed = workspace.run(
+        "load", "e", "--db", str(workspace.db_path), "--base-url", CLOSED_PORT_URL, env=env
+    )
+    assert failed.returncode == 1
+    assert workspace.load(simulator, "e").returncode == 0
+    assert workspace.query("select execution_id from eachlabs.executions") == [("e",)]

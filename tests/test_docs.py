@@ -13,7 +13,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from workspace import isolated_env, run_main
 
 from pipelines.cli import build_parser
 from pipelines.eachlabs.settings import DEFAULTS, SETTING_NAMES
@@ -170,20 +169,10 @@ def test_every_column_is_in_the_data_dictionary_and_every_documented_column_exis
 # --- what the docs show runs on the demo's file ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def demo_dir(demo_run) -> Path:
     """A folder holding `eachlabs_demo.duckdb` as `make demo` writes it."""
-    root = tmp_path_factory.mktemp("demo")
-    # Through the CLI's entry point in process, with the caller's SOURCES__* etc. stripped.
-    completed = run_main(
-        root,
-        ["demo", "--executions", "1000", "--db", "eachlabs_demo.duckdb"],
-        isolated_env(root / "dlt-data"),
-        None,
-    )
-    if completed.returncode != 0:
-        pytest.fail(f"demo failed: {completed.stdout}\n{completed.stderr}")
-    return root
+    return demo_run.root
 
 
 def sql_examples() -> list[tuple[str, str]]:

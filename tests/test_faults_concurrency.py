@@ -115,7 +115,10 @@ def test_second_load_runs_once_the_first_is_gone(simulator, workspace) -> None:
             "--lock-wait", "200", "--quiet",
             env={"SOURCES__EACHLABS__API_KEY": simulator.api_key},
         )  # fmt: skip
-        time.sleep(1)  # not an assertion: gives the load time to start waiting on the lock
+        assert waiting.stderr is not None
+        line = waiting.stderr.readline()  # the load says it waits, then waits
+        assert f"another load into {workspace.db_path} is running (PID {holder.pid})" in line
+        assert "waiting up to 200 s" in line
         assert waiting.poll() is None and simulator.request_log == []
     finally:
         stop(holder)  # SIGKILL: the OS releases the lock, no stale lock file blocks
@@ -200,3 +203,47 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(
     again = workspace.load(simulator, *ids, extra=["--quiet"])
     assert again.returncode == 0, again.stderr
     assert tables(workspace.db_path) == reference(simulator, workspace)
+
+
+def test_a_load_waiting_on_a_lock_file_that_its_holder_deletes_locks_the_new_one(
+    tmp_path: Path,
+) -> None:
+    """A run that created the file and loaded nothing deletes the lock file while holding it;
+    a load that was waiting on the deleted file must not think it holds the lock then, or a
+    third load (which creates a new lock file) would run beside it."""
+    import logging
+    import threading
+
+    from pipelines.lock import load_lock
+
+    db_path = tmp_path / "x.duckdb"
+    second_waits, second_has_lock, release_second = (threading.Event() for _ in range(3))
+
+    class WaitSignal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            second_waits.set()  # the lock file is open and its lock was refused once
+
+    def second() -> None:
+        with load_lock(db_path, 60):
+            second_has_lock.set()
+            release_second.wait(60)
+
+    signal_handler = WaitSignal()
+    logging.getLogger("pipelines.lock").addHandler(signal_handler)
+    waiter = threading.Thread(target=second)
+    try:
+        with load_lock(db_path, 0) as first:
+            assert first.created
+            waiter.start()
+            assert second_waits.wait(60), "the second load never waited"
+            first.remove_when_released()
+        assert second_has_lock.wait(60), "the waiting load never got the lock"
+        # A third load finds the lock file the second one holds now, and is refused.
+        with pytest.raises(Exception, match="another load into"):
+            with load_lock(db_path, 0):
+                pass
+    finally:
+        logging.getLogger("pipelines.lock").removeHandler(signal_handler)
+        release_second.set()
+        if waiter.is_alive():
+            waiter.join()

@@ -123,6 +123,37 @@ def test_report_executes_the_notebook_without_errors(rendered: dict[str, Any]) -
     assert "Traceback" not in rendered["result"].stderr
 
 
+def test_report_says_what_it_is_doing_while_the_notebook_runs(rendered: dict[str, Any]) -> None:
+    """`make report` prints a line per section instead of nothing for half a minute."""
+    notebook = nbformat.read(NOTEBOOK_PATH, as_version=4)
+    headings = [
+        match.group(1)
+        for cell in notebook.cells
+        if cell.cell_type == "markdown"
+        for match in re.finditer(r"^## (.+)$", cell.source, re.M)
+    ]
+    lines = [
+        line.split(" report: ", 1)[1]
+        for line in rendered["result"].stderr.splitlines()
+        if " report: " in line
+    ]
+    sections = ["Reading the views", *headings]
+    assert lines == [
+        "starting the notebook's kernel",
+        *(f"section {n} of {len(sections)}: {name}" for n, name in enumerate(sections, 1)),
+        f"writing the HTML page and {len(FIGURES)} PNG files to {rendered['out']}",
+    ]
+
+
+def test_report_page_names_the_file_not_its_absolute_path(rendered: dict[str, Any]) -> None:
+    html = (rendered["out"] / "model_performance.html").read_text(encoding="utf-8")
+    assert str(rendered["db"].resolve()) not in html
+    assert f"Data: <code>{rendered['db'].name}</code>, schema <code>eachlabs</code>" in html
+    # The parameters cell is not in the page, so the page says how to pass parameters.
+    assert "change the parameters below" not in html
+    assert "-p models=" in html and "-p start_date=" in html
+
+
 def test_report_writes_every_figure_as_png_and_in_the_html(rendered: dict[str, Any]) -> None:
     out: Path = rendered["out"]
     notebook = nbformat.read(out / "model_performance.ipynb", as_version=4)
@@ -192,25 +223,44 @@ def test_report_command_prints_the_headline_numbers(rendered: dict[str, Any]) ->
 
 
 def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Path) -> None:
-    from pipelines.notebook import render_report
-
+    """Parameters go through the command line (`-p NAME=VALUE`, the value read as JSON)."""
     [(first_day, last_day)] = (
         duckdb.connect(str(rendered["db"]), read_only=True)
         .execute("select min(started_date) + 3, max(started_date) - 3 from eachlabs.step_runs")
         .fetchall()
     )
-    files = render_report(
-        rendered["db"],
-        "eachlabs",
-        tmp_path,
-        {"models": ["flux-1-1-pro"], "start_date": str(first_day), "end_date": str(last_day)},
-    )
-    notebook = nbformat.read(files.notebook, as_version=4)
+    workspace = make_workspace(tmp_path)
+    out = tmp_path / "filtered"
+    result = workspace.run(
+        "report", "--db", str(rendered["db"]), "--out", str(out),
+        "-p", 'models=["flux-1-1-pro"]', "-p", f"start_date={first_day}",
+        "--param", f"end_date={last_day}", "-p", "top_n=2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notebook = nbformat.read(out / "model_performance.ipynb", as_version=4)
     tables = table_outputs(notebook)
     assert {row["model"] for row in tables["headline"]} == {"flux-1-1-pro"}
     assert {row["model"] for row in tables["recent_changes"]} == {"flux-1-1-pro"}
     assert {row["model"] for row in tables["error_causes"]} <= {"flux-1-1-pro"}
-    assert [path.name for path in files.figures] == [f"{name}.png" for name in FIGURES]
+    assert len(tables["slowest_workflows"]) == 2
+    assert sorted(path.name for path in out.glob("*.png")) == sorted(f"{n}.png" for n in FIGURES)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "top_n=2"], "-p/--param sets a parameter of the notebook report: add --out DIR"),
+        (["--out", "r", "-p", "colour=red"], "the notebook has no parameter colour; its "),
+        (["--out", "r", "-p", "top_n"], "'top_n' is not NAME=VALUE"),
+    ],
+)
+def test_bad_report_parameters_are_one_clear_line(
+    rendered: dict[str, Any], workspace, args: list[str], message: str
+) -> None:
+    result = workspace.run("report", "--db", str(rendered["db"]), *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (workspace.root / "r").exists()
 
 
 def test_notebook_draws_every_figure_when_nothing_matches(
@@ -237,12 +287,10 @@ def test_a_failing_notebook_is_one_clear_error(rendered: dict[str, Any], tmp_pat
 # --- the demo data and bad input ----------------------------------------------------------
 
 
-def test_demo_data_shows_what_got_worse(workspace) -> None:
+def test_demo_data_shows_what_got_worse(demo_run, workspace) -> None:
     """`make demo`'s data (1,000 executions, seed 42): flux-1-1-pro started failing more and
     nano-banana-pro got slower in their last week, and the terminal report says so."""
-    db = workspace.root / "demo.duckdb"
-    result = workspace.run("demo", "--executions", "1000", "--seed", "42", "--db", str(db))
-    assert result.returncode == 0, result.stderr
+    db, result = demo_run.db_path, demo_run.result
     flagged = view_rows(
         db,
         "select model, latency_regressed, failures_regressed from eachlabs.model_recent_changes "

@@ -41,7 +41,7 @@ def get(
     path: str,
     *,
     api_key: str | None = "valid",
-    read_timeout_s: float = 15.0,
+    read_timeout_s: float = 60.0,
     **params: Any,
 ) -> requests.Response:
     """GET `sim.base_url + path`; `api_key="valid"` sends the simulator's key, None sends none."""
@@ -55,6 +55,11 @@ def get(
 
 def ids_with_status(sim: Simulator, status: str) -> list[str]:
     return [i for i in sim.execution_ids if sim.execution(i)["status"] == status]
+
+
+def long_polls(sim: Simulator) -> list[str]:
+    """How each `GET /executions/{id}` so far ended (at_once, changed, timeout, stopping)."""
+    return [record.long_poll for record in sim.request_log if record.long_poll is not None]
 
 
 # --- auth and routing ----------------------------------------------------------------------
@@ -116,9 +121,8 @@ def test_without_long_poll_running_executions_answer_at_once(
 ) -> None:
     sim = simulator_factory(long_poll=False)
     running_id = ids_with_status(sim, "running")[0]
-    started = time.monotonic()
     assert get(sim, f"/executions/{running_id}", timeout=30).json()["status"] == "running"
-    assert time.monotonic() - started < 3.0
+    assert long_polls(sim) == ["at_once"]
 
 
 def test_execution_fields_follow_status(simulator: Simulator) -> None:
@@ -162,15 +166,15 @@ def test_running_execution_with_frozen_clock_waits_for_the_timeout(simulator: Si
     elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert response.json()["status"] == "running"
-    assert 0.9 <= elapsed <= 5.0
+    assert long_polls(simulator) == ["timeout"]
+    assert elapsed >= 0.9  # a lower bound only: a busy machine makes it longer, never shorter
 
 
 def test_finished_execution_answers_at_once_whatever_the_timeout(simulator: Simulator) -> None:
     done_id = ids_with_status(simulator, "completed")[0]
-    started = time.monotonic()
     response = get(simulator, f"/executions/{done_id}", timeout=30)
     assert response.status_code == 200
-    assert time.monotonic() - started < 3.0
+    assert long_polls(simulator) == ["at_once"]
 
 
 def test_forgetting_timeout_stalls_on_running_executions(simulator: Simulator) -> None:
@@ -191,23 +195,21 @@ def test_execution_finishing_inside_the_window_answers_early(
     remaining_s = (plan.terminal_us - dataset.start_us) / US
     sim = simulator_factory(time_scale=remaining_s / 0.5)
 
-    started = time.monotonic()
-    response = get(sim, f"/executions/{plan.execution_id}", timeout=10)
-    elapsed = time.monotonic() - started
+    response = get(sim, f"/executions/{plan.execution_id}", timeout=30)
     assert response.json()["status"] == plan.terminal_status
-    assert elapsed < 5.0
+    # It finished on the running clock while the request waited, not at the 30 s time-out.
+    assert long_polls(sim) == ["changed"]
 
 
 def test_advancing_the_clock_wakes_a_waiting_long_poll(simulator: Simulator) -> None:
     running_id = ids_with_status(simulator, "running")[0]
     with ThreadPoolExecutor(1) as pool:
-        started = time.monotonic()
-        future = pool.submit(get, simulator, f"/executions/{running_id}", timeout=20)
-        time.sleep(0.3)
+        future = pool.submit(get, simulator, f"/executions/{running_id}", timeout=30)
+        assert simulator.app.wait_for_waiting(1), "the long-poll never started waiting"
         simulator.advance(ONE_DAY_S)
         response = future.result()
     assert response.json()["status"] in TERMINAL
-    assert time.monotonic() - started < 10.0
+    assert long_polls(simulator) == ["changed"]
 
 
 @pytest.mark.parametrize("value", ["0", "31", "abc", "1.5", "-1", ""])
@@ -218,14 +220,17 @@ def test_timeout_outside_1_to_30_is_400(simulator: Simulator, value: str) -> Non
 
 
 def test_32_concurrent_long_polls_are_served_in_parallel(simulator: Simulator) -> None:
+    """All 32 wait at the same time (serialised, only one would), then one clock move answers
+    them all."""
     running_ids = ids_with_status(simulator, "running")
     targets = [running_ids[n % len(running_ids)] for n in range(32)]
-    started = time.monotonic()
     with ThreadPoolExecutor(32) as pool:
-        responses = list(pool.map(lambda i: get(simulator, f"/executions/{i}", timeout=1), targets))
-    elapsed = time.monotonic() - started
-    assert [r.json()["status"] for r in responses] == ["running"] * 32
-    assert 0.9 <= elapsed <= 6.0  # serialised, they would take 32 s
+        futures = [pool.submit(get, simulator, f"/executions/{i}", timeout=30) for i in targets]
+        assert simulator.app.wait_for_waiting(32), "32 long-polls never waited at once"
+        simulator.advance(ONE_DAY_S)
+        responses = [future.result() for future in futures]
+    assert all(r.json()["status"] in TERMINAL for r in responses)
+    assert long_polls(simulator) == ["changed"] * 32
 
 
 # --- list endpoint -----------------------------------------------------------------------
@@ -453,12 +458,11 @@ def test_different_seed_gives_different_data(simulator_factory: MakeSimulator) -
     assert first_inputs != second_inputs
 
 
-def test_a_large_instance_is_quick_to_create() -> None:
-    started = time.monotonic()
+def test_a_large_instance_has_unique_ids_and_serves_its_last_execution() -> None:
+    """How long 100,000 executions take to build is measured by `make bench` (section 7)."""
     sim = Simulator(SimulatorConfig(executions=100_000))
     assert len(sim.execution_ids) == 100_000
     assert len(set(sim.execution_ids)) == 100_000
-    assert time.monotonic() - started < 10.0
     last = sim.execution(sim.execution_ids[-1])
     assert last["execution_id"] == sim.execution_ids[-1]
 
@@ -499,9 +503,8 @@ def test_hand_made_running_payload_does_not_progress(simulator_factory: MakeSimu
     sim = simulator_factory(executions=0)
     sim.put_execution({"execution_id": "hand-run", "workflow_id": "wf", "status": "running"})
     sim.advance(ONE_DAY_S)
-    started = time.monotonic()
     assert get(sim, "/executions/hand-run", timeout=1).json()["status"] == "running"
-    assert 0.9 <= time.monotonic() - started <= 5.0
+    assert long_polls(sim) == ["timeout"]  # still running when its 1 s long-poll ran out
 
 
 def test_put_execution_overrides_and_remove_hides_a_generated_one(simulator: Simulator) -> None:
@@ -547,7 +550,9 @@ def test_latency_delays_every_answer(simulator_factory: MakeSimulator) -> None:
     for execution_id in sim.execution_ids[:3]:
         started = time.monotonic()
         assert get(sim, f"/executions/{execution_id}", timeout=1).status_code in (200,)
-        assert 0.29 <= time.monotonic() - started <= 5.0
+        # Lower bounds only: a busy machine makes a request slower, never faster.
+        assert time.monotonic() - started >= 0.29
+    assert all(record.duration_s >= 0.29 for record in sim.request_log)
 
 
 def test_rate_limit_every_nth_request_answers_429_with_retry_after(
@@ -670,7 +675,7 @@ def test_request_log_records_requests_but_never_the_key(simulator: Simulator) ->
     log = simulator.request_log
     assert log[0] == RequestRecord(
         "GET", f"/api/v1/executions/{execution_id}", {"timeout": "3"}, 200, True,
-        None, log[0].duration_s,
+        None, log[0].duration_s, "at_once",
     )  # fmt: skip
     assert (log[1].status, log[1].has_api_key) == (401, True)
     assert simulator.api_key not in repr(log) and "secret-guess" not in repr(log)

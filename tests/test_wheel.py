@@ -8,6 +8,8 @@ comes only from the wheel (the editable install's finder is not active there).
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,10 +47,11 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         source,
         ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "*.duckdb*"),
     )
-    _run(
+    built = _run(
         sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
         "--wheel-dir", root / "dist", source, cwd=root,
     )  # fmt: skip
+    (root / "build.log").write_text(built.stdout + built.stderr)
     [wheel] = (root / "dist").glob("eachlabs_pipeline-*.whl")
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=False)
@@ -109,3 +112,35 @@ def test_installed_package_comes_from_the_wheel_and_imports_no_dev_package(
     assert int(views) == len(list((REPO / "sql").glob("*.sql")))
     is_file, notebook_path = notebook.split(" ", 1)
     assert is_file == "True" and Path(notebook_path).is_relative_to(installed_wheel.parent)
+
+
+def _warnings(log: str) -> list[str]:
+    """Lines of a pip log that carry a build warning (not pip's own notes about the machine's
+    package index locations, which are not the project's)."""
+    return [line for line in log.splitlines() if "Warning" in line or "!!" in line]
+
+
+def test_building_the_wheel_prints_no_setuptools_warning(installed_wheel: Path) -> None:
+    log = (installed_wheel.parent.parent / "build.log").read_text()
+    assert not _warnings(log), log
+
+
+def test_the_makefiles_editable_install_prints_no_setuptools_warning(tmp_path: Path) -> None:
+    """`make install`'s pip line, minus the dependencies (no network): no BuildBackendWarning."""
+    makefile = (REPO / "Makefile").read_text()
+    notice_off = re.search(r"^EDITABLE_NOTICE_OFF := (\w+)=\"([^\"]*)\"$", makefile, re.M)
+    assert notice_off and "$(EDITABLE_NOTICE_OFF) $(BIN)/python -m pip install" in makefile
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-*"))
+    venv.create(tmp_path / "venv", with_pip=False)
+    [site_packages] = (tmp_path / "venv").glob("lib/python*/site-packages")
+    # setuptools and wheel from this environment (no build isolation: no network)
+    (site_packages / "build_tools.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(tmp_path / "venv" / "bin" / "python"),
+         "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(source)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env={**os.environ, notice_off.group(1): notice_off.group(2)},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert not _warnings(completed.stdout + completed.stderr), completed.stderr

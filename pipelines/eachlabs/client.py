@@ -392,13 +392,15 @@ class EachlabsClient:
 
         An AuthError or ConfigError stops everything at once, and so does a server that cannot
         be reached at all: when the first `concurrency` results are all connection failures,
-        ConfigError says so rather than spending every ID's retries on it.
+        ConfigError says so rather than spending every ID's retries on it; and when every
+        request of a smaller run failed to connect, it says the same at the end.
         """
         concurrency = max(1, concurrency or self.settings.concurrency)
         id_iter = iter(execution_ids)
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eachlabs-fetch")
         pending: set[Future[FetchResult]] = set()
         unreachable_streak = 0
+        last_error: BaseException | None = None
         has_reached_server = False
         self._stop.clear()
         self._throttled_out = None
@@ -410,6 +412,8 @@ class EachlabsClient:
                         break
                     pending.add(pool.submit(self._fetch_result, execution_id))
                 if not pending:
+                    if unreachable_streak and not has_reached_server:
+                        raise self._unreachable(last_error)
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -418,15 +422,19 @@ class EachlabsClient:
                         has_reached_server = True  # from now on, failures are per ID
                     elif not has_reached_server:
                         unreachable_streak += 1
+                        last_error = result.error
                         if unreachable_streak >= concurrency:
-                            raise ConfigError(
-                                f"cannot reach {self.base_url}: {result.error}. Check base_url "
-                                "and the network; nothing was loaded"
-                            )
+                            raise self._unreachable(last_error)
                     yield result
         finally:
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _unreachable(self, error: BaseException | None) -> ConfigError:
+        return ConfigError(
+            f"cannot reach {self.base_url}: {error}. Check base_url and the network; "
+            "nothing was loaded"
+        )
 
     def _queue_depth(self, concurrency: int) -> int:
         """How many IDs may be in flight or queued: twice `concurrency` while answers are small,

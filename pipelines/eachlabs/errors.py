@@ -69,3 +69,7 @@ class PayloadError(EachlabsError):
 class UnusableBodyError(FetchError, PayloadError):
     """The API answered (200) with a body that is not a usable execution: a PayloadError as
     the fetch layer records it, with the HTTP status and how many attempts were made."""
+
+
+class ViewError(Exception):
+    """Base class for problems with the view files or with applying them (`pipelines.views`)."""

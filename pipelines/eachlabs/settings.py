@@ -1,11 +1,15 @@
 """The loader's settings, each defined once: name, type, default, rule and doc; and the API's
 constants.
 
-`EachlabsSettings` is a dlt configuration spec, resolved under `[sources.eachlabs]` the way
-dlt resolves a source's arguments: explicit values (command-line flags) first, then the
+`EachlabsSettings` declares them; `resolve_settings` resolves them under `[sources.eachlabs]`
+the way dlt resolves a source's arguments: explicit values (command-line flags) first, then the
 environment (`SOURCES__EACHLABS__<NAME>`), then .dlt/secrets.toml and .dlt/config.toml, then
 the default written here. The source, the client, the CLI and `load` read their settings from
 it; tests check that .dlt/config.toml and the README's Configuration table list exactly these.
+
+This module does not import dlt (importing dlt takes about half a second): the CLI builds its
+flags and answers `--help` from it alone. dlt's configuration spec is a subclass made in
+`pipelines/eachlabs/config_spec.py`, imported when settings are resolved.
 """
 
 from __future__ import annotations
@@ -13,15 +17,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
-
-from dlt.common.configuration import configspec, resolve_configuration
-from dlt.common.configuration.exceptions import (
-    ConfigFieldMissingException,
-    ConfigValueCannotBeCoercedException,
-)
-from dlt.common.configuration.specs import BaseConfiguration
-from dlt.common.typing import TSecretStrValue
 
 from pipelines.eachlabs.errors import ConfigError
 
@@ -38,12 +35,19 @@ MAX_CONCURRENCY = 256
 #: A per-run option of `load`, not a source setting: it has no place in .dlt/config.toml.
 DEFAULT_LOCK_WAIT_S = 30.0
 
+#: Not `eachlabs.duckdb`: DuckDB names the database (catalog) after the file, and a catalog
+#: named like the dataset's schema makes every `eachlabs.<table>` reference ambiguous.
+DEFAULT_DB_PATH = Path("eachlabs_data.duckdb")
+DEFAULT_DATASET = "eachlabs"
+
 #: Where dlt looks the settings up: `[sources.eachlabs]`, `SOURCES__EACHLABS__*`.
 SECTIONS = ("sources", "eachlabs")
 
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII, as an HTTP header value needs
 _BASE_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
-_NO_KEY = "set SOURCES__EACHLABS__API_KEY or api_key under [sources.eachlabs] in .dlt/secrets.toml"
+NO_KEY_HINT = (
+    "set SOURCES__EACHLABS__API_KEY or api_key under [sources.eachlabs] in .dlt/secrets.toml"
+)
 
 
 # --- rules: each returns what is wrong with a value, or None ---------------------------------
@@ -76,7 +80,7 @@ def _seconds(*, above_zero: bool) -> Callable[[Any], str | None]:
 
 def _api_key(value: Any) -> str | None:
     if not value:
-        return f"is empty: {_NO_KEY}"
+        return f"is empty: {NO_KEY_HINT}"
     if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
         # Never echo the key: say what is wrong with it, not what it is.
         return (
@@ -104,11 +108,15 @@ def _setting(default: Any, doc: str, rule: Callable[[Any], str | None], **extra:
     return dataclasses.field(default=default, metadata={"doc": doc, "rule": rule, **extra})
 
 
-@configspec
-class EachlabsSettings(BaseConfiguration):
-    """Every setting of the loader (see the module docstring for where values come from)."""
+@dataclasses.dataclass
+class EachlabsSettings:
+    """Every setting of the loader (see the module docstring for where values come from).
 
-    api_key: TSecretStrValue = _setting(
+    Resolved settings are instances of the dlt spec subclass (`config_spec.py`), which marks
+    `api_key` as a secret; the defaults (`DEFAULTS`) are an instance of this class.
+    """
+
+    api_key: str | None = _setting(
         None,
         "The `X-API-Key`: a secret, in .dlt/secrets.toml or SOURCES__EACHLABS__API_KEY, "
         "never in config.toml.",
@@ -232,16 +240,6 @@ def resolve_settings(
     unknown = set(given) - set(SETTING_NAMES)
     if unknown:
         raise ConfigError(f"unknown settings {sorted(unknown)}; known: {', '.join(SETTING_NAMES)}")
-    try:
-        config = resolve_configuration(
-            EachlabsSettings(), sections=SECTIONS, explicit_value=given, accept_partial=bool(only)
-        )
-    except ConfigFieldMissingException as exc:
-        if "api_key" in exc.fields:
-            raise ConfigError(f"no API key: {_NO_KEY}") from None
-        raise ConfigError(str(exc)) from None
-    except ConfigValueCannotBeCoercedException as exc:
-        # dlt's own message names neither the setting's layer nor the fix.
-        kind = getattr(exc.hint, "__name__", str(exc.hint))
-        raise ConfigError(f"{exc.field_name} must be a {kind}: {exc}") from None
-    return config.check(only)
+    from pipelines.eachlabs.config_spec import resolve_with_dlt
+
+    return resolve_with_dlt(given, accept_partial=bool(only)).check(only)

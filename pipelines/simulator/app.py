@@ -46,6 +46,8 @@ class Response:
 
     `is_running` and `finish_us` describe an execution still running: whether a long-poll
     should wait, and the simulated instant at which it finishes by itself (None: never alone).
+    `long_poll` says how a `GET /executions/{id}` ended (see `LONG_POLL_OUTCOMES`), so tests
+    can check the long-poll by what happened rather than by how long it took.
     """
 
     status: int
@@ -53,6 +55,13 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     is_running: bool = False
     finish_us: int | None = None
+    long_poll: str | None = None
+
+
+#: How a `GET /executions/{id}` ended: answered at once (finished, unknown, or long-poll off),
+#: after a change during the wait (it finished, the clock was advanced, it was replaced or
+#: removed), at the end of `timeout` while still running, or released by the server stopping.
+LONG_POLL_OUTCOMES = ("at_once", "changed", "timeout", "stopping")
 
 
 class SimClock:
@@ -113,8 +122,13 @@ class SimulatorApp:
         self.clock = SimClock(dataset.start_us, time_scale)
         self._lock = threading.Lock()
         # Bumped (and waiters woken) whenever what a long-poll sees may have changed.
-        self._changed = threading.Condition()
+        # One lock for both: a long-poll counts itself in `_waiting` under the lock it waits
+        # with, and only `_waiting_changed` hears about it (not the other long-polls).
+        changes_lock = threading.RLock()
+        self._changed = threading.Condition(changes_lock)
+        self._waiting_changed = threading.Condition(changes_lock)
         self._version = 0
+        self._waiting = 0  # long-polls waiting right now
         self._hand_made: dict[str, tuple[bytes, dict[str, Any]]] = {}
         self._removed: set[str] = set()
         self._is_stopping = False
@@ -254,17 +268,19 @@ class SimulatorApp:
         through `advance`, `put_execution` or `remove_execution`, which wake the wait.
         """
         deadline = time.monotonic() + timeout_s
+        has_waited = False
         while True:
             with self._changed:
                 version = self._version
             response = self.execution_response(execution_id)
             remaining = deadline - time.monotonic()
-            if (
-                not response.is_running
-                or not self._long_poll_enabled
-                or self._is_stopping
-                or remaining <= 0
-            ):
+            if not response.is_running or not self._long_poll_enabled:
+                response.long_poll = "changed" if has_waited else "at_once"
+            elif self._is_stopping:
+                response.long_poll = "stopping"
+            elif remaining <= 0:
+                response.long_poll = "timeout"
+            if response.long_poll is not None:
                 return response
             wait_s = remaining
             if response.finish_us is not None:
@@ -273,7 +289,20 @@ class SimulatorApp:
                     wait_s = min(wait_s, until_finish_s + 0.001)
             with self._changed:
                 if self._version == version:
-                    self._changed.wait(wait_s)
+                    self._waiting += 1
+                    self._waiting_changed.notify_all()
+                    try:
+                        self._changed.wait(wait_s)
+                    finally:
+                        self._waiting -= 1
+            has_waited = True
+
+    def wait_for_waiting(self, count: int, timeout_s: float = 60.0) -> bool:
+        """Block until at least `count` long-polls are waiting at once; False on time-out.
+
+        Lets a test act once requests are known to wait, instead of sleeping and hoping."""
+        with self._waiting_changed:
+            return self._waiting_changed.wait_for(lambda: self._waiting >= count, timeout_s)
 
     def _list_executions(
         self, workflow_id: str, offset: int, limit: int, bulk_id: str | None

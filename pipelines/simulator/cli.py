@@ -6,12 +6,14 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.simulator.faults import FaultConfig
 from pipelines.simulator.plans import DEFAULT_RUNNING_SHARE
-from pipelines.simulator.server import Simulator, SimulatorConfig
+
+if TYPE_CHECKING:
+    from pipelines.simulator.server import SimulatorConfig
 
 DEFAULT_PORT = 8080
 DEFAULT_EXECUTIONS = 5000
@@ -85,7 +87,9 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--ids-out",
         type=Path,
         metavar="PATH",
-        help="write the generated execution IDs to PATH, one per line (for `load --ids-file`)",
+        help="write the generated execution IDs to PATH, one per line (for `load --ids-file`); "
+        "written whole (never half) before the simulator accepts connections, so once "
+        "`eachlabs-pipeline wait-ready` returns the file is complete",
     )
     faults = parser.add_argument_group("fault injection (all off by default)")
     faults.add_argument(
@@ -172,8 +176,65 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def add_wait_ready_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `wait-ready` subcommand: wait until a server (the simulator) answers HTTP."""
+    parser = subparsers.add_parser(
+        "wait-ready",
+        help="wait until the simulator (or any HTTP server) at URL answers, for scripts",
+        description=(
+            "Return as soon as an HTTP server answers at URL (any status: the simulator "
+            "answers 401 without a key), e.g. after starting `eachlabs-pipeline simulator` in "
+            "the background. Exit 0 once it answers, 1 if it does not within --timeout."
+        ),
+    )
+    parser.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/api/v1")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up after this long (default: %(default)s)",
+    )
+    parser.set_defaults(handler=run_wait_ready)
+    return parser
+
+
+def run_wait_ready(args: argparse.Namespace) -> int:
+    """Poll URL until any HTTP answer arrives; 0 when it does, 1 on time-out."""
+    deadline = time.monotonic() + args.timeout
+    while True:
+        problem = _http_problem(args.url, timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
+        if problem is None:
+            return 0
+        if time.monotonic() >= deadline:
+            print(
+                f"error: nothing answered at {args.url} within {args.timeout:g} s ({problem}); "
+                "is the simulator running? Its own output says why it stopped.",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(0.1)
+
+
+def _http_problem(url: str, timeout_s: float) -> str | None:
+    """None when a server answers HTTP at `url` (whatever the status), else what went wrong."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:  # an answer, just not a 2xx
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """The `SimulatorConfig` described by the parsed command line."""
+    from pipelines.simulator.faults import FaultConfig
+    from pipelines.simulator.server import SimulatorConfig
+
     faults = FaultConfig(
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
@@ -203,6 +264,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def run_simulator(args: argparse.Namespace) -> int:
     """Start the simulator, print where it is, serve until Ctrl-C/SIGTERM; exit code 0."""
+    from pipelines.simulator.server import Simulator
+
     try:
         config = config_from_args(args)
     except ValueError as exc:
@@ -210,8 +273,8 @@ def run_simulator(args: argparse.Namespace) -> int:
         return 2
     simulator = Simulator(config)
     if args.ids_out is not None:
-        args.ids_out.parent.mkdir(parents=True, exist_ok=True)
-        args.ids_out.write_text("".join(f"{i}\n" for i in simulator.execution_ids))
+        # Before listening: whoever sees the simulator answer sees the whole file.
+        write_atomically(args.ids_out, "".join(f"{i}\n" for i in simulator.execution_ids))
     try:
         simulator.start()
     except OSError as exc:
@@ -248,6 +311,14 @@ def run_simulator(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     print("Simulator stopped.", flush=True)
     return 0
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` so that no reader ever sees it half-written (a temporary file renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def _number(text: str, kind: type) -> Any:

@@ -83,7 +83,8 @@ class RequestRecord:
 
     `status` is 0 when the connection was dropped without an answer; `fault` names the
     injected fault, if any (status, rate_limit, drop, malformed, slow); `duration_s` runs from
-    receiving the request to having the answer ready (long-poll wait included, sending not).
+    receiving the request to having the answer ready (long-poll wait included, sending not);
+    `long_poll` is how a `GET /executions/{id}` ended (`app.LONG_POLL_OUTCOMES`), else None.
     """
 
     method: str
@@ -93,6 +94,7 @@ class RequestRecord:
     has_api_key: bool
     fault: str | None = None
     duration_s: float = 0.0
+    long_poll: str | None = None
 
 
 class Simulator:
@@ -266,7 +268,7 @@ class Simulator:
         fault: str | None = None
         if decision.action == "drop":
             handler.close_connection = True
-            self._record(handler.command, path, query, 0, has_key, "drop", started)
+            self._record(handler.command, path, query, 0, has_key, "drop", started, None)
             return
         if decision.action in ("status", "rate_limit"):
             fault = decision.action
@@ -284,7 +286,10 @@ class Simulator:
             elif decision.action == "slow":
                 fault = "slow"
         # Recorded before sending, so a client that has its answer always finds it in the log.
-        self._record(handler.command, path, query, response.status, has_key, fault, started)
+        self._record(
+            handler.command, path, query, response.status, has_key, fault, started,
+            response.long_poll,
+        )  # fmt: skip
         slow_body_s = self.config.faults.slow_body_ms / 1000.0 if fault == "slow" else 0.0
         try:
             _send(handler, response, slow_body_s)
@@ -300,10 +305,10 @@ class Simulator:
         has_key: bool,
         fault: str | None,
         started: float,
+        long_poll: str | None,
     ) -> None:
-        record = RequestRecord(
-            method, path, query, status, has_key, fault, round(time.monotonic() - started, 6)
-        )
+        duration_s = round(time.monotonic() - started, 6)
+        record = RequestRecord(method, path, query, status, has_key, fault, duration_s, long_poll)
         with self._lock:
             self._log.append(record)
 

@@ -61,7 +61,9 @@ create or replace macro step_latency(by_version) as table
             count(sample_seconds) as completed_steps,
             count(*) filter (where is_skewed_completion) as skewed_steps,
             count(*) filter (where is_untimed_completion) as untimed_steps,
-            avg(sample_seconds) as avg_seconds,
+            -- Summed as whole microseconds (exact, in any order), so the mean does not depend
+            -- on the order the rows were loaded in, as a sum of doubles would.
+            avg(cast(round(sample_seconds * 1000000) as bigint)) / 1000000 as avg_seconds,
             min(sample_seconds) as min_seconds,
             -- One aggregate for the five fractions: the sample is ordered once.
             percentile_cont(array[0.50, 0.75, 0.90, 0.95, 0.99]) within group (

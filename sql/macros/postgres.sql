@@ -90,7 +90,12 @@ create or replace function step_latency(by_version boolean)
             count(step_runs.sample_seconds) as completed_steps,
             count(*) filter (where step_runs.is_skewed_completion) as skewed_steps,
             count(*) filter (where step_runs.is_untimed_completion) as untimed_steps,
-            avg(step_runs.sample_seconds) as avg_seconds,
+            -- Summed as whole microseconds (exact, in any order), so the mean does not depend
+            -- on the order the rows were loaded in, as a sum of doubles would.
+            cast(
+                avg(cast(round(step_runs.sample_seconds * 1000000) as bigint)) / 1000000
+                as double precision
+            ) as avg_seconds,
             min(step_runs.sample_seconds) as min_seconds,
             -- One aggregate for the five fractions: the sample is ordered once.
             percentile_cont(array[0.50, 0.75, 0.90, 0.95, 0.99]) within group (
