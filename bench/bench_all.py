@@ -1,6 +1,6 @@
 """`make bench`: every performance figure of docs/performance.md, side by side in one run.
 
-Prints one table and writes the figures as JSON. Six measurements:
+Prints one table and writes the figures as JSON. Seven measurements:
 
 1. fetch: N IDs from a simulator process at a fixed latency. Ours (`run_load`: first request
    to last row committed, and the whole call) against dlt's own `rest_api` source configured
@@ -18,6 +18,9 @@ Prints one table and writes the figures as JSON. Six measurements:
 5. every view, read in full, on two synthetic datasets (bench/views_bench.py).
 6. peak RSS of a real load of 100 payloads of 10 MB each (bench/memory_bench.py): memory
    does not follow payload size.
+7. start-up: wall time of `eachlabs-pipeline --version` and `--help` (median of several runs)
+   against a bare `python -c pass` in the same run, and the time to build the simulator's
+   100,000 executions (a timed assertion in the tests once; speed belongs here).
 
     .venv/bin/python bench/bench_all.py [--json PATH] [--tiny]
 
@@ -76,13 +79,15 @@ class Sizes:
     views_steps: tuple[tuple[int, int], ...] = ((330_000, 1_000_000), (3_300_000, 10_000_000))
     views_repeat: int = 3
     big_payloads: tuple[int, int] = (100, 10)  # executions, MB each
+    startup_runs: int = 15
+    simulator_executions: int = 100_000
 
 
 TINY = Sizes(
     fetch_ids=40, latency_ms=20.0, concurrency=8, sequential_ids=5,
     normalise_executions=200, dict_executions=50, incremental_executions=200,
     rss_executions=(100, 300), views_steps=((1_000, 3_000),), views_repeat=1,
-    big_payloads=(4, 2),
+    big_payloads=(4, 2), startup_runs=2, simulator_executions=1_000,
 )  # fmt: skip
 
 
@@ -520,6 +525,46 @@ def measure_big_payloads(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
     return rows, figures
 
 
+# --- 7. start-up --------------------------------------------------------------------------
+
+
+def _median_wall_s(command: list[str], runs: int) -> float:
+    walls = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+    return sorted(walls)[len(walls) // 2]
+
+
+def measure_startup(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
+    cli = str(Path(sys.executable).with_name("eachlabs-pipeline"))
+    runs = sizes.startup_runs
+    log(f"start-up: --version, --help and bare Python, {runs} runs each")
+    python_s = _median_wall_s([sys.executable, "-c", "pass"], runs)
+    version_s = _median_wall_s([cli, "--version"], runs)
+    help_s = _median_wall_s([cli, "load", "--help"], runs)
+    n = sizes.simulator_executions
+    log(f"start-up: building the simulator's {n:,} executions")
+    started = time.perf_counter()
+    simulator = Simulator(SimulatorConfig(executions=n, seed=42))
+    build_s = time.perf_counter() - started
+    assert len(simulator.execution_ids) == n
+    figures = {
+        "python_s": python_s, "version_s": version_s, "help_s": help_s,
+        "simulator_executions": n, "simulator_build_s": build_s,
+    }  # fmt: skip
+    rows = [
+        Row("7 start-up", "eachlabs-pipeline --version", f"{version_s:.2f} s", "< 0.5 s",
+            f"median of {runs}; bare `python -c pass`: {python_s:.2f} s"),
+        Row("7 start-up", "eachlabs-pipeline load --help", f"{help_s:.2f} s", "< 0.5 s",
+            f"median of {runs}; = {help_s / python_s:.1f}x bare Python"),
+        Row("7 start-up", f"simulator: build {n:,} executions", f"{build_s:.2f} s", "< 10 s",
+            "the data set behind `eachlabs-pipeline simulator --executions N`"),
+    ]  # fmt: skip
+    return rows, figures
+
+
 SECTIONS = {
     "fetch": measure_fetch,
     "normalise_load": measure_normalise,
@@ -527,6 +572,7 @@ SECTIONS = {
     "peak_rss": measure_rss,
     "views": measure_views,
     "big_payloads": measure_big_payloads,
+    "startup": measure_startup,
 }
 
 

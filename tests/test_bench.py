@@ -1,7 +1,9 @@
 """`make bench` harness at toy sizes: proves every measurement runs and reports its figures.
 
 No timing is asserted (the machine is shared and noisy); speed targets are measured by
-`make bench` itself and written up in docs/performance.md.
+`make bench` itself and written up in docs/performance.md. Each section runs as its own test
+(the harness's `--section`), so none comes near the per-test time limit on a busy machine and
+pytest-xdist spreads them over its workers.
 """
 
 from __future__ import annotations
@@ -9,53 +11,89 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+sys.path.insert(0, str(BENCH))
+import bench_all  # noqa: E402
+
+sys.path.remove(str(BENCH))
 
 
-def test_tiny_bench_runs_all_six_measurements(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bench_all.py"), "--tiny", "--json", str(out)],
-        capture_output=True, text=True, timeout=280, cwd=tmp_path,
-    )  # fmt: skip
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    figures = json.loads(out.read_text())
-    sections = {row["section"] for row in figures["rows"]}
-    assert sections == {
-        "1 fetch", "2 normalise+load", "3 incremental", "4 peak RSS", "5 views", "6 big payloads"
-    }  # fmt: skip
-    for row in figures["rows"]:  # every row of the printed table carries a figure
-        assert row["figure"] and row["figure"] in completed.stdout
+def _fetch(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    assert {"ours", "rest_api_default", "rest_api_tuned", "sequential"} <= set(figures)
+    assert figures["ours"]["tables"]["executions"] == figures["ids"]
+    assert figures["rest_api_default"]["tables"] > 1  # dlt's own source: a wide table + children
 
-    fetch = figures["fetch"]
-    assert {"ours", "rest_api_default", "rest_api_tuned", "sequential"} <= set(fetch)
-    assert fetch["ours"]["tables"]["executions"] == fetch["ids"]
-    assert fetch["rest_api_default"]["tables"] > 1  # dlt's own source: a wide table + children
 
-    normalise = figures["normalise_load"]
-    assert normalise["ours"]["rows"] == normalise["duckdb_read_json"]["rows"]
-    assert normalise["ours"]["rows"]["executions"] == normalise["executions"]
+def _normalise(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    assert figures["ours"]["rows"] == figures["duckdb_read_json"]["rows"]
+    assert figures["ours"]["rows"]["executions"] == figures["executions"]
 
-    incremental = figures["incremental"]
-    assert incremental["first_requests"] == incremental["executions"]
-    assert incremental["second_requests"] == incremental["running"]
 
-    rss = figures["peak_rss"]
-    assert all(rss[str(n)]["peak_mb"] > 0 for n in figures["sizes"]["rss_executions"])
-    assert (
-        rss["million_extrapolated_mb"]
-        > rss[str(max(figures["sizes"]["rss_executions"]))]["peak_mb"]
-    )
+def _incremental(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    assert figures["first_requests"] == figures["executions"]
+    assert figures["second_requests"] == figures["running"]
 
-    [(executions, steps)] = figures["sizes"]["views_steps"]
-    views = figures["views"][str(steps)]["views"]
+
+def _rss(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    assert all(figures[str(n)]["peak_mb"] > 0 for n in sizes["rss_executions"])
+    largest = figures[str(max(sizes["rss_executions"]))]["peak_mb"]
+    assert figures["million_extrapolated_mb"] > largest
+
+
+def _views(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    [(executions, steps)] = sizes["views_steps"]
+    views = figures[str(steps)]["views"]
     assert set(views) >= {"step_runs", "model_daily_performance", "workflow_performance"}
     assert views["step_runs"]["rows"] == steps
     assert views["execution_runs"]["rows"] == executions
 
-    executions, megabytes = figures["sizes"]["big_payloads"]
-    big = figures["big_payloads"]
-    assert big["step_rows"] == executions * megabytes  # one step per MB
-    assert big["peak_mib"] > 0
+
+def _big_payloads(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    executions, megabytes = sizes["big_payloads"]
+    assert figures["step_rows"] == executions * megabytes  # one step per MB
+    assert figures["peak_mib"] > 0
+
+
+def _startup(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    assert 0 < figures["python_s"] and 0 < figures["version_s"] and 0 < figures["help_s"]
+    assert figures["simulator_executions"] == sizes["simulator_executions"]
+
+
+#: section -> (its label in the table, the checks of its figures)
+SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], None]]] = {
+    "fetch": ("1 fetch", _fetch),
+    "normalise_load": ("2 normalise+load", _normalise),
+    "incremental": ("3 incremental", _incremental),
+    "peak_rss": ("4 peak RSS", _rss),
+    "views": ("5 views", _views),
+    "big_payloads": ("6 big payloads", _big_payloads),
+    "startup": ("7 start-up", _startup),
+}
+
+
+def test_the_tests_cover_every_section_of_the_harness() -> None:
+    assert list(bench_all.SECTIONS) == list(SECTIONS)
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_tiny_bench_section_reports_its_figures(tmp_path: Path, section: str) -> None:
+    out = tmp_path / "results.json"
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "bench_all.py"), "--tiny", "--section", section,
+         "--json", str(out)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(out.read_text())
+    label, check = SECTIONS[section]
+    assert result["rows"] and {row["section"] for row in result["rows"]} == {label}
+    assert all(row["figure"] for row in result["rows"])  # every row of the table has a figure
+    check(result["figures"], json.loads(json.dumps(asdict(bench_all.TINY))))

@@ -254,3 +254,16 @@ def test_after_an_unreachable_run_the_same_file_loads_normally(simulator_factory
     assert failed.returncode == 1
     assert workspace.load(simulator, "e").returncode == 0
     assert workspace.query("select execution_id from eachlabs.executions") == [("e",)]
+
+
+def test_wait_ready_returns_once_the_simulator_answers(simulator, workspace) -> None:
+    result = workspace.run("wait-ready", simulator.base_url, "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == result.stderr == ""
+
+
+def test_wait_ready_gives_up_with_one_line(workspace) -> None:
+    result = workspace.run("wait-ready", CLOSED_PORT_URL, "--timeout", "0.3")
+    assert result.returncode == 1
+    assert f"nothing answered at {CLOSED_PORT_URL} within 0.3 s" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

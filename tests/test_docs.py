@@ -27,7 +27,7 @@ TABLES_DOC = DOCS["tables.md"]
 
 #: How a pasted command line may start: the Makefile, the installed tools, or plain shell.
 COMMAND_STARTS = (
-    "make ", ".venv/bin/", "export ", "sleep ", "kill ", "cp ", "sed ", "EACHLABS_API_SPEC=",
+    "make ", ".venv/bin/", "export ", "kill ", "cp ", "sed ", "EACHLABS_API_SPEC=",
 )  # fmt: skip
 
 
@@ -192,8 +192,33 @@ def test_every_sql_example_returns_rows_on_the_demo_file(demo_dir: Path) -> None
     assert len(examples) >= 12
     with duckdb.connect(str(demo_dir / "eachlabs_demo.duckdb"), read_only=True) as connection:
         for document, statement in examples:
-            rows = connection.sql(statement).fetchall()
+            result = connection.sql(statement)
+            rows = result.fetchall()
             assert rows, f"{document}: example returns no rows on the demo file:\n{statement}"
+            # Readable as printed: rows without a model (http, python and no-metadata steps)
+            # come with step_type saying which, and no float runs to 15 digits.
+            if "model" in result.columns:
+                models = [row[result.columns.index("model")] for row in rows]
+                if None in models:
+                    assert "step_type" in result.columns, f"{document}: {statement}"
+            if document == "README.md":  # more than microseconds: float noise, not data
+                long_floats = [
+                    v for row in rows for v in row
+                    if isinstance(v, float) and len(repr(v).split(".")[-1]) > 6
+                ]  # fmt: skip
+                assert not long_floats, f"{document}: round the floats of {statement}"
+
+
+@pytest.mark.parametrize("name", ["ids.txt", "local.duckdb", "eachlabs_demo.duckdb.lock"])
+def test_files_the_readme_commands_write_are_git_ignored(name: str) -> None:
+    import fnmatch
+
+    patterns = [
+        line.strip().rstrip("/")
+        for line in (REPO / ".gitignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
 
 
 def test_the_readme_python_snippet_runs_on_the_demo_file(demo_dir: Path) -> None:

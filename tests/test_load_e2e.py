@@ -562,7 +562,7 @@ def test_views_command_reapplies_the_views(simulator_factory, workspace) -> None
         connection.execute("drop view eachlabs.model_failure_rates")
     result = workspace.run("views", "--db", str(workspace.db_path))
     assert result.returncode == 0, result.stderr
-    assert "applied 9 views in schema eachlabs" in result.stdout
+    assert "applied 10 views in schema eachlabs" in result.stdout
     assert workspace.query("select model, completed_steps from eachlabs.model_failure_rates") == [
         ("m", 1)
     ]

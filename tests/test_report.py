@@ -7,6 +7,7 @@ figures, its HTML and its numbers against the views.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import struct
@@ -171,6 +172,33 @@ def test_report_writes_every_figure_as_png_and_in_the_html(rendered: dict[str, A
     assert not re.search(r"<script[^>]*src=", html), "the HTML must open offline"
     assert "What got worse" in html and "How to read this" in html
     assert f"report written to {out / 'model_performance.html'}" in rendered["result"].stdout
+
+
+@pytest.mark.parametrize(
+    ("figure", "column"), [("daily_failure_rate", "failure_rate"), ("daily_p95", "p95_seconds")]
+)
+def test_daily_charts_draw_the_trailing_week(
+    rendered: dict[str, Any], figure: str, column: str
+) -> None:
+    """The daily panels plot model_trailing_performance (the 7 days ending each day), not a
+    single day's handful of steps; the PNG carries the figures it plots."""
+    from PIL import Image
+
+    with Image.open(rendered["out"] / f"{figure}.png") as image:
+        plotted = json.loads(image.text["Data"])
+    from_view = {
+        (str(row["started_date"]), row["model"]): row
+        for row in view_rows(
+            rendered["db"],
+            "select * from eachlabs.model_trailing_performance where step_type = 'model'",
+        )
+    }
+    assert {(row["started_date"][:10], row["model"]) for row in plotted} == set(from_view)
+    for row in plotted:
+        expected = from_view[(row["started_date"][:10], row["model"])]
+        assert same_number(row[column], expected[column]), row
+        low = "is_low_sample" if column == "failure_rate" else "is_low_latency_sample"
+        assert row[low] == expected[low]
 
 
 HEADLINE_FROM_VIEWS = """

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ REPORTING_VIEWS = [
     "model_error_causes",
     "model_failure_rates",
     "model_recent_changes",
+    "model_trailing_performance",
     "step_latency_by_model",
     "step_latency_by_model_version",
     "workflow_performance",
@@ -202,6 +203,16 @@ def scenario_payloads() -> list[dict[str, Any]]:
             completed_at="2025-12-06T05:00:01Z",
         ),
     ]
+    # m-week: 5 s on Dec 1, 10 s on Dec 7 (six days later: the same trailing week) and a
+    # failure on Dec 8 (seven days after Dec 1: that week no longer holds Dec 1).
+    payloads += [
+        execution("week-1", [step("s1", "completed", model="m-week",
+                                  **timed("2025-12-01T12:00:00Z", 5))]),
+        execution("week-2", [step("s1", "completed", model="m-week",
+                                  **timed("2025-12-07T12:00:00Z", 10))]),
+        execution("week-3", [step("s1", "failed", model="m-week", error="E",
+                                  **timed("2025-12-08T12:00:00Z", 1))], status="failed"),
+    ]  # fmt: skip
     # wf-perf: executions of 10 s, 20 s (+03:00 start), 40 s, one skewed, one failed, one
     # cancelled, one running. Step medians: m-quick 2 s, m-slow 9 s.
     perf = {"workflow_id": "wf-perf"}
@@ -485,6 +496,102 @@ def test_model_daily_performance_buckets_by_utc_day(scenario_db: Path) -> None:
         assert_row(actual, wanted)
 
 
+def test_model_trailing_performance_sums_the_week_ending_each_day(scenario_db: Path) -> None:
+    rows = query(
+        scenario_db,
+        "select * from eachlabs.model_trailing_performance where model = 'm-daily'"
+        " order by started_date",
+    )
+    expected = [
+        # The week to Dec 4 holds that day only: 1 s and a failure.
+        dict(started_date=date(2025, 12, 4), window_start_date=date(2025, 11, 28),
+            finished_steps=2, failed_steps=1, failure_rate=0.5, failure_rate_low=wilson(1, 2)[0],
+            failure_rate_high=wilson(1, 2)[1], is_low_sample=True, timed_steps=1,
+            p50_seconds=1.0, p95_seconds=1.0, is_low_latency_sample=True),
+        # Dec 4 and 5: 1, 2 and 4 s (p95: 2 + 0.9 * 2), one failure of four finished.
+        dict(started_date=date(2025, 12, 5), window_start_date=date(2025, 11, 29),
+            finished_steps=4, failed_steps=1, failure_rate=0.25,
+            failure_rate_low=wilson(1, 4)[0], failure_rate_high=wilson(1, 4)[1],
+            timed_steps=3, p50_seconds=2.0, p95_seconds=3.8),
+        # Dec 6 had only a skipped step: its week still holds Dec 4 and 5.
+        dict(started_date=date(2025, 12, 6), window_start_date=date(2025, 11, 30),
+            finished_steps=4, failed_steps=1, failure_rate=0.25, timed_steps=3,
+            p50_seconds=2.0, p95_seconds=3.8),
+    ]  # fmt: skip
+    assert len(rows) == len(expected)
+    for actual, wanted in zip(rows, expected, strict=True):
+        assert_row(actual, wanted)
+
+
+def test_model_trailing_performance_weeks_are_seven_days(scenario_db: Path) -> None:
+    rows = query(
+        scenario_db,
+        "select started_date, finished_steps, failed_steps, timed_steps, p50_seconds"
+        " from eachlabs.model_trailing_performance where model = 'm-week' order by 1",
+    )
+    assert rows == [
+        dict(started_date=date(2025, 12, 1), finished_steps=1, failed_steps=0, timed_steps=1,
+             p50_seconds=5.0),
+        dict(started_date=date(2025, 12, 7), finished_steps=2, failed_steps=0, timed_steps=2,
+             p50_seconds=7.5),
+        dict(started_date=date(2025, 12, 8), finished_steps=2, failed_steps=1, timed_steps=1,
+             p50_seconds=10.0),
+    ]  # fmt: skip
+
+
+def percentile_cont(values: list[float], fraction: float) -> float | None:
+    """The continuous percentile as SQL's percentile_cont computes it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (position - low) * (ordered[high] - ordered[low])
+
+
+@pytest.mark.parametrize("dataset", ["scenario", "recent"])
+def test_model_trailing_performance_equals_a_plain_python_recomputation(
+    scenario_db: Path, recent_db: Path, dataset: str
+) -> None:
+    """Every row and figure, against step_runs' rows regrouped in Python."""
+    db = scenario_db if dataset == "scenario" else recent_db
+    steps = query(
+        db,
+        "select started_date, step_type, model, status, is_finished, sample_seconds"
+        " from eachlabs.step_runs where started_date is not null",
+    )
+    days = {(s["step_type"], s["model"], s["started_date"]) for s in steps}
+    rows = {
+        (row["step_type"], row["model"], row["started_date"]): row
+        for row in query(db, "select * from eachlabs.model_trailing_performance")
+    }
+    assert set(rows) == days
+    for step_type, model, day in days:
+        week = [
+            s for s in steps
+            if (s["step_type"], s["model"]) == (step_type, model)
+            and day - timedelta(days=6) <= s["started_date"] <= day
+        ]  # fmt: skip
+        finished = sum(s["is_finished"] for s in week)
+        failed = sum(s["status"] == "failed" for s in week)
+        sample = [s["sample_seconds"] for s in week if s["sample_seconds"] is not None]
+        assert_row(
+            rows[(step_type, model, day)],
+            dict(
+                window_start_date=day - timedelta(days=6),
+                finished_steps=finished,
+                failed_steps=failed,
+                failure_rate=failed / finished if finished else None,
+                is_low_sample=finished < 30,
+                timed_steps=len(sample),
+                p50_seconds=percentile_cont(sample, 0.50),
+                p95_seconds=percentile_cont(sample, 0.95),
+                is_low_latency_sample=len(sample) < 30,
+            ),
+        )
+
+
 @pytest.mark.parametrize(
     ("workflow_id", "expected"),
     [
@@ -568,17 +675,20 @@ GRAINS = {
     "workflow_performance": ["workflow_id"],
     "model_error_causes": ["step_type", "model", "error", "error_cause"],
     "model_recent_changes": ["step_type", "model"],
+    "model_trailing_performance": ["started_date", "step_type", "model"],
 }
 NOT_NULL = {
     "execution_runs": ["execution_id", "workflow_id", "status"],
     "step_runs": ["execution_id", "step_id", "status", "workflow_id", "started_date"],
     "model_daily_performance": ["started_date"],
     "workflow_performance": ["workflow_id"],
+    "model_trailing_performance": ["started_date", "window_start_date"],
 }
 RATES = {
     "model_failure_rates": "failure_rate",
     "model_daily_performance": "failure_rate",
     "workflow_performance": "success_rate",
+    "model_trailing_performance": "failure_rate",
 }
 COUNTS = {
     "step_latency_by_model": ["completed_steps", "skewed_steps", "untimed_steps"],
@@ -589,6 +699,7 @@ COUNTS = {
     "workflow_performance": ["total_executions", "completed_executions", "failed_executions"]
     + ["cancelled_executions", "running_executions", "finished_executions"],
     "model_error_causes": ["failed_steps"],
+    "model_trailing_performance": ["finished_steps", "failed_steps", "timed_steps"],
     "model_recent_changes": ["earlier_timed_steps", "earlier_finished_steps"]
     + ["earlier_failed_steps", "recent_timed_steps", "recent_finished_steps"]
     + ["recent_failed_steps"],

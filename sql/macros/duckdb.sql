@@ -94,3 +94,74 @@ create or replace macro step_latency(by_version) as table
         percentiles[5] as p99_seconds,
         max_seconds
     from grouped;
+
+-- Step counts and latency statistics over trailing weeks: one row per (step_type, model,
+-- started_date) on which the group had a step, over that day and the six before it. One pass
+-- over step_runs: each day's counts and latency sample are gathered once, then each week sums
+-- its seven days' counts and takes exact percentiles of the union of their samples (a join of
+-- days to steps would read every step seven times over, and DuckDB's windowed quantile is
+-- slower still). Behind model_trailing_performance.
+create or replace macro trailing_week() as table
+    with
+
+    days as (
+
+        select
+            step_type,
+            model,
+            started_date,
+            count(*) filter (where is_finished) as finished_steps,
+            count(*) filter (where status = 'failed') as failed_steps,
+            list(sample_seconds) filter (where sample_seconds is not null) as samples
+        from step_runs
+        where started_date is not null
+        group by
+            step_type,
+            model,
+            started_date
+
+    ),
+
+    weeks as (
+
+        select
+            step_type,
+            model,
+            started_date,
+            sum(finished_steps) over trailing_days as finished_steps,
+            sum(failed_steps) over trailing_days as failed_steps,
+            flatten(list(samples) over trailing_days) as samples
+        from days
+        window trailing_days as (
+            partition by step_type, model
+            order by started_date
+            range between interval '6 days' preceding and current row
+        )
+
+    ),
+
+    with_percentiles as (
+
+        select
+            step_type,
+            model,
+            started_date,
+            cast(finished_steps as bigint) as finished_steps,
+            cast(failed_steps as bigint) as failed_steps,
+            cast(len(samples) as bigint) as timed_steps,
+            -- Both fractions in one call: each week's sample is ordered once.
+            list_aggregate(samples, 'quantile_cont', [0.50, 0.95]) as percentiles
+        from weeks
+
+    )
+
+    select
+        step_type,
+        model,
+        started_date,
+        finished_steps,
+        failed_steps,
+        timed_steps,
+        percentiles[1] as p50_seconds,
+        percentiles[2] as p95_seconds
+    from with_percentiles;

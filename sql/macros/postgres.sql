@@ -127,3 +127,53 @@ create or replace function step_latency(by_version boolean)
         grouped.max_seconds
     from grouped;
     end;
+
+-- Step counts and latency statistics over trailing weeks: one row per (step_type, model,
+-- started_date) on which the group had a step, over that day and the six before it (exact
+-- percentiles; PostgreSQL allows no ordered-set aggregate over a window, so each day is
+-- joined to the steps of its week). Behind model_trailing_performance.
+create or replace function trailing_week()
+    returns table (
+        step_type text,
+        model text,
+        started_date date,
+        finished_steps bigint,
+        failed_steps bigint,
+        timed_steps bigint,
+        p50_seconds double precision,
+        p95_seconds double precision
+    )
+    language sql stable parallel safe
+    begin atomic
+    with
+
+    days as (
+
+        select distinct
+            step_runs.step_type,
+            step_runs.model,
+            step_runs.started_date
+        from step_runs
+        where step_runs.started_date is not null
+
+    )
+
+    select
+        days.step_type,
+        days.model,
+        days.started_date,
+        count(*) filter (where week.is_finished) as finished_steps,
+        count(*) filter (where week.status = 'failed') as failed_steps,
+        count(week.sample_seconds) as timed_steps,
+        percentile_cont(0.50) within group (order by week.sample_seconds) as p50_seconds,
+        percentile_cont(0.95) within group (order by week.sample_seconds) as p95_seconds
+    from days
+    join step_runs as week
+        on week.step_type is not distinct from days.step_type
+        and week.model is not distinct from days.model
+        and week.started_date between days.started_date - 6 and days.started_date
+    group by
+        days.step_type,
+        days.model,
+        days.started_date;
+    end;
