@@ -6,10 +6,12 @@ How the CLI runs (in process through `cli.main`, or as its own process) is in
 
 from __future__ import annotations
 
+import fcntl
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +52,37 @@ def run_demo(root: Path) -> DemoRun:
     return DemoRun(root, result)
 
 
+def once_per_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_id: str,
+    name: str,
+    build: Callable[[Path], Any],
+) -> tuple[Path, Any]:
+    """`build(folder)` once for the whole test run, not once per pytest-xdist worker: the first
+    worker to ask builds under a lock, the others wait and read. `build` returns a JSON-able
+    value; returns the folder and that value. Only for data that tests read, never change."""
+    if worker_id == "master":  # not under xdist
+        folder = tmp_path_factory.mktemp(name)
+        return folder, json.loads(json.dumps(build(folder)))
+    folder = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = folder / "built.json"
+        if folder.exists() and not done.exists():
+            pytest.fail(f"another test worker failed to build {name}: see its error above")
+        if not done.exists():
+            folder.mkdir()
+            done.write_text(json.dumps(build(folder)))
+    return folder, json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """`make demo`'s file and output, made once per test worker; tests only read it."""
-    return run_demo(tmp_path_factory.mktemp("demo"))
+def demo_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> DemoRun:
+    """`make demo`'s file and output, made once for the whole run; tests only read it."""
+    folder, result = once_per_run(
+        tmp_path_factory, worker_id, "demo", lambda root: asdict(run_demo(root).result)
+    )
+    return DemoRun(folder, CliResult(**result))
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +125,7 @@ def load_payloads(load_payloads_session: Callable[..., Path]) -> Callable[..., P
 _SLOW_FIRST = (
     "test_bench.py",
     "test_report.py",
+    "test_demo.py",
     "test_docs.py",
     "test_faults_concurrency.py",
     "test_chunked_load.py",

@@ -11,15 +11,16 @@ import json
 import math
 import re
 import struct
-from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import nbformat
 import pytest
+from conftest import once_per_run
 from simulator_fixtures import start_simulator
-from workspace import make_workspace
+from workspace import CliResult, make_workspace
 
 from pipelines.notebook import FIGURES, NOTEBOOK_PATH, figure_outputs, table_outputs
 
@@ -91,22 +92,28 @@ def test_notebook_reads_views_only() -> None:
 
 # Loading and rendering take a few seconds, so they run once and the tests share the result.
 @pytest.fixture(scope="session")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """300 simulated executions loaded through the CLI, then `report --out` on them."""
-    workspace = make_workspace(tmp_path_factory.mktemp("rendered"))
-    simulator = start_simulator(executions=300, seed=42)
-    try:
-        loaded = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
-    finally:
-        simulator.stop()
-    assert loaded.returncode == 0, loaded.stderr
-    out = workspace.root / "reports"
-    result = workspace.run(
-        "report", "--db", str(workspace.db_path), "--out", str(out),
-        env={"JUPYTER_RUNTIME_DIR": str(workspace.root / "jupyter-runtime")},
-    )  # fmt: skip
-    assert result.returncode == 0, f"report failed:\n{result.stdout}\n{result.stderr}"
-    yield {"db": workspace.db_path, "out": out, "result": result}
+def rendered(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> dict[str, Any]:
+    """300 simulated executions loaded through the CLI, then `report --out` on them (once for
+    the whole run: see `once_per_run`)."""
+
+    def build(root: Path) -> dict[str, Any]:
+        workspace = make_workspace(root)
+        simulator = start_simulator(executions=300, seed=42)
+        try:
+            loaded = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
+        finally:
+            simulator.stop()
+        assert loaded.returncode == 0, loaded.stderr
+        result = workspace.run(
+            "report", "--db", str(workspace.db_path), "--out", str(workspace.root / "reports"),
+            env={"JUPYTER_RUNTIME_DIR": str(workspace.root / "jupyter-runtime")},
+        )  # fmt: skip
+        assert result.returncode == 0, f"report failed:\n{result.stdout}\n{result.stderr}"
+        return asdict(result)
+
+    root, result = once_per_run(tmp_path_factory, worker_id, "rendered", build)
+    work = root / "work"
+    return {"db": work / "test.duckdb", "out": work / "reports", "result": CliResult(**result)}
 
 
 def test_report_executes_the_notebook_without_errors(rendered: dict[str, Any]) -> None:
