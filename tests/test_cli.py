@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from importlib.metadata import version
 
 import duckdb
@@ -269,12 +271,17 @@ def test_wait_ready_gives_up_with_one_line(workspace) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _python(code: str) -> str:
+    """What a fresh Python process running `code` prints (it must exit 0)."""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return completed.stdout
+
+
 def test_help_and_version_import_neither_dlt_duckdb_nor_pandas() -> None:
     """What keeps `--help` and `--version` quick (make bench section 7 times them): the parser
     is built without importing the heavy libraries; each command imports what it needs."""
-    import subprocess
-    import sys
-
     probe = (
         "import sys\n"
         "from pipelines import cli\n"
@@ -282,25 +289,16 @@ def test_help_and_version_import_neither_dlt_duckdb_nor_pandas() -> None:
         "print(sorted(m for m in ('dlt', 'duckdb', 'pandas', 'pyarrow', 'requests')"
         " if m in sys.modules))\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert completed.stdout.strip() == "[]"
+    assert _python(probe).strip() == "[]"
 
 
 def test_the_summary_counts_from_the_process_start() -> None:
     """The installed command's summary time includes interpreter start-up and imports: the
     clock starts when the process did, not when `main` runs."""
-    import subprocess
-    import sys
-
     probe = (
         "import time\n"
         "time.sleep(0.5)\n"
         "from pipelines.cli import _process_started_at\n"
         "print(time.monotonic() - _process_started_at())\n"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
-    )
-    assert float(completed.stdout) >= 0.5  # a lower bound: a busy machine only adds to it
+    assert float(_python(probe)) >= 0.5  # a lower bound: a busy machine only adds to it
