@@ -36,7 +36,7 @@ report: $(STAMP)
 WORKERS ?= 4
 test: $(STAMP)
 	$(BIN)/ruff check pipelines tests bench
-	$(BIN)/python -m pytest -q -n $(WORKERS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) $(PYTEST_ARGS)
 
 # The whole suite on one core shared with two CPU-burning processes (all three pinned with
 # taskset -c 0): the suite gets about a third of a core, roughly what a busy CI box gives. Each

@@ -376,6 +376,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     check_target(args.db, args.dataset)
     if args.param and args.out is None:
         raise ConfigError("-p/--param sets a parameter of the notebook report: add --out DIR")
+    if args.param:
+        from pipelines.notebook import check_parameters
+
+        check_parameters(dict(args.param))  # before anything is printed
     print(terminal_report(args.db, args.dataset))
     if args.out is not None:
         from pipelines.notebook import render_report

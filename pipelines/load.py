@@ -31,6 +31,7 @@ from pipelines.target import (
     check_target,
     chunk_memory_mb,
     connect_duckdb,
+    holds_no_rows,
     is_out_of_memory,
     lock_conflict,
     locked_error,
@@ -58,6 +59,8 @@ class LoadSummary:
     views: list[str] = field(default_factory=list)
     #: The ID list was empty: nothing was fetched and no table was touched.
     no_ids: bool = False
+    #: This run created the DuckDB file (it did not exist when the run opened it).
+    created_file: bool = False
 
     @property
     def requested(self) -> int:
@@ -165,12 +168,13 @@ def run_load(
     started = time.monotonic() if started_at is None else started_at
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
     with load_lock(db_path, lock_wait_s) as lock, _dlt_settings():
-        is_new_file = not db_path.exists()
         try:
             _run_load(ids, db_path, dataset, refresh_all, config, on_progress, on_commit, summary)
         except BaseException:
-            if is_new_file and not summary.chunks and not summary.resumed_interrupted_load:
-                # Nothing was loaded: leave no empty file behind for `report` to stumble on.
+            # Nothing was loaded into a file this run created: leave no empty file behind for
+            # `report` to stumble on. A file holding any row (a committed chunk, or part of
+            # one that the next run completes) is kept, as is every file that existed before.
+            if summary.created_file and holds_no_rows(db_path, dataset):
                 remove_database(db_path)
                 if lock.created:
                     lock.remove_when_released()
@@ -199,7 +203,9 @@ def _run_load(
     # be written): dlt's loads of the chunks share this one DuckDB instance, whose settings
     # this run chooses (`writer_settings`), and no other program can take the file between
     # two chunks.
+    is_new_file = not db_path.exists()
     with connect_duckdb(db_path) as connection, writer_settings(connection):
+        summary.created_file = is_new_file  # opened, so created by this run if it was new
         checkpoints = Checkpoints(connection, dataset)
         if pipeline.has_pending_data:
             # An earlier run was interrupted after fetching: finish loading what it fetched
@@ -404,6 +410,7 @@ def _make_source(
         on_progress=progress if on_progress else None,
         config=config,
         on_fetched=on_fetched,
+        has_reached_server=total.loaded + total.not_found > 0,
     )
 
 

@@ -59,6 +59,29 @@ class ReportFiles:
     figures: tuple[Path, ...]
 
 
+def check_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as the notebook takes them (one model name becomes a list of one).
+
+    Raises:
+        ConfigError: a name the notebook does not have, or `models` that is not a list of
+            names.
+    """
+    unknown = set(parameters) - set(PARAMETERS)
+    if unknown:
+        raise ConfigError(
+            f"the notebook has no parameter {', '.join(sorted(unknown))}; "
+            f"its parameters: {', '.join(PARAMETERS)}"
+        )
+    models = parameters.get("models")
+    if isinstance(models, str):
+        parameters = {**parameters, "models": [models]}
+    elif models is not None and not (
+        isinstance(models, list) and all(isinstance(m, str) for m in models)
+    ):
+        raise ConfigError(f"models must be a list of model names, not {models!r}")
+    return parameters
+
+
 def inject_parameters(notebook: Any, parameters: dict[str, Any]) -> None:
     """Insert a cell assigning `parameters` right after the cell tagged `parameters`."""
     import nbformat
@@ -212,12 +235,7 @@ def render_report(
         NotebookError: see `execute_notebook`, or a figure of `FIGURES` is missing.
     """
     read_frames(db_path, dataset, {})  # one clear line for a missing file or missing views
-    unknown = set(parameters or {}) - set(PARAMETERS)
-    if unknown:
-        raise ConfigError(
-            f"the notebook has no parameter {', '.join(sorted(unknown))}; "
-            f"its parameters: {', '.join(PARAMETERS)}"
-        )
+    parameters = check_parameters(parameters or {})
     notebook = execute_notebook(
         {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **(parameters or {})},
         on_progress=on_progress,

@@ -69,6 +69,26 @@ def connect_duckdb(db_path: Path, *, read_only: bool = False) -> duckdb.DuckDBPy
         ) from None
 
 
+def holds_no_rows(db_path: Path, dataset: str) -> bool:
+    """Whether no table of the dataset (or its dlt staging schema) holds a row; False when the
+    file cannot be read, so that doubt always keeps a file."""
+    try:
+        with duckdb.connect(str(db_path)) as connection:
+            tables = connection.execute(
+                "select schema_name, table_name from duckdb_tables() "
+                "where database_name = current_database() and schema_name in (?, ?)",
+                [dataset, f"{dataset}_staging"],
+            ).fetchall()
+            return not any(
+                connection.execute(
+                    f'select exists (select 1 from "{schema}"."{table}")'
+                ).fetchone()[0]
+                for schema, table in tables
+            )
+    except duckdb.Error:
+        return False
+
+
 def remove_database(db_path: Path) -> None:
     """Delete a DuckDB file and its write-ahead log (`<file>.wal`), if present."""
     for path in (db_path, db_path.with_name(db_path.name + ".wal")):

@@ -302,3 +302,33 @@ def test_the_summary_counts_from_the_process_start() -> None:
         "print(time.monotonic() - _process_started_at())\n"
     )
     assert float(_python(probe)) >= 0.5  # a lower bound: a busy machine only adds to it
+
+
+def test_an_interrupt_right_after_the_first_commit_keeps_the_new_file(
+    simulator_factory, workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between dlt's commit of a chunk and the run's own bookkeeping: the file this run
+    created holds committed rows, so it is kept (only a file with no row is removed)."""
+    import pipelines.load
+
+    simulator = simulator_factory(executions=0)
+    simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
+
+    def interrupted(self, largest_body_bytes: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipelines.load.Checkpoints, "after_chunk", interrupted)
+    result = workspace.load(simulator, "e")
+    assert result.returncode == 130
+    assert workspace.query("select execution_id from eachlabs.executions") == [("e",)]
+
+
+def test_wait_ready_ignores_a_proxy_in_the_environment(simulator, workspace) -> None:
+    """A proxy answers for any URL; its answer must not pass for the simulator's."""
+    proxy = simulator.base_url.removesuffix("/api/v1")
+    result = workspace.run(
+        "wait-ready", CLOSED_PORT_URL, "--timeout", "0.3",
+        env={"http_proxy": proxy, "HTTP_PROXY": proxy},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "nothing answered at" in result.stderr

@@ -149,6 +149,18 @@ def test_unreachable_server_stops_the_run_early() -> None:
     assert len(seen) == 3  # the 4th failure in a row, with no answer ever, ends the run
 
 
+def test_after_the_server_answered_connection_failures_are_per_id() -> None:
+    """A later chunk of a run whose earlier chunks got answers: a network blip fails its IDs
+    (exit 2, fetch_errors), it does not end the run as an unreachable API."""
+    client = EachlabsClient(
+        "http://127.0.0.1:9/api/v1", "key", max_attempts=1, sleep=lambda _s: None
+    )
+    client.has_reached_server = True  # what the load sets from the chunks before
+    results = list(client.fetch_many(["a", "b"], concurrency=4))
+    assert sorted(r.execution_id for r in results) == ["a", "b"]
+    assert all(r.error is not None for r in results)
+
+
 def test_abandoning_fetch_many_ends_sleeping_retries_at_once(serve) -> None:
     simulator = serve(fail_ids={"a": [429], "b": [429]}, retry_after_s=20)
     client = EachlabsClient(simulator.base_url, simulator.api_key, max_retry_delay_s=60)

@@ -258,7 +258,8 @@ def test_report_command_prints_the_headline_numbers(rendered: dict[str, Any]) ->
 
 
 def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Path) -> None:
-    """Parameters go through the command line (`-p NAME=VALUE`, the value read as JSON)."""
+    """Parameters go through the command line (`-p NAME=VALUE`, the value read as JSON, else
+    as text; one model name is a list of one)."""
     [(first_day, last_day)] = (
         duckdb.connect(str(rendered["db"]), read_only=True)
         .execute("select min(started_date) + 3, max(started_date) - 3 from eachlabs.step_runs")
@@ -268,7 +269,7 @@ def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Pa
     out = tmp_path / "filtered"
     result = workspace.run(
         "report", "--db", str(rendered["db"]), "--out", str(out),
-        "-p", 'models=["flux-1-1-pro"]', "-p", f"start_date={first_day}",
+        "-p", "models=flux-1-1-pro", "-p", f"start_date={first_day}",  # one name: a list of one
         "--param", f"end_date={last_day}", "-p", "top_n=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -287,6 +288,7 @@ def test_notebook_filters_models_and_days(rendered: dict[str, Any], tmp_path: Pa
         (["-p", "top_n=2"], "-p/--param sets a parameter of the notebook report: add --out DIR"),
         (["--out", "r", "-p", "colour=red"], "the notebook has no parameter colour; its "),
         (["--out", "r", "-p", "top_n"], "'top_n' is not NAME=VALUE"),
+        (["--out", "r", "-p", "models=[1, 2]"], "models must be a list of model names"),
     ],
 )
 def test_bad_report_parameters_are_one_clear_line(
@@ -295,6 +297,7 @@ def test_bad_report_parameters_are_one_clear_line(
     result = workspace.run("report", "--db", str(rendered["db"]), *args)
     assert result.returncode == 1
     assert message in result.stderr
+    assert result.stdout == ""  # refused before the terminal report is printed
     assert not (workspace.root / "r").exists()
 
 

@@ -120,6 +120,9 @@ class EachlabsClient:
         self.max_retry_delay_s = config.max_retry_delay_s
         self._sleep = sleep
         self._stop = threading.Event()  # set when fetch_many is abandoned: retries end early
+        #: The server has answered this run (an earlier chunk counts: the load sets it), so
+        #: connection failures are per ID, never "cannot reach the API".
+        self.has_reached_server = False
         # Throttling is shared: a 429 pauses every worker, and a Retry-After beyond
         # max_retry_delay_s ends every request not yet sent (see _attempt).
         self._pause_lock = threading.Lock()
@@ -401,7 +404,7 @@ class EachlabsClient:
         pending: set[Future[FetchResult]] = set()
         unreachable_streak = 0
         last_error: BaseException | None = None
-        has_reached_server = False
+        has_reached_server = self.has_reached_server
         self._stop.clear()
         self._throttled_out = None
         try:
@@ -420,6 +423,7 @@ class EachlabsClient:
                     result = future.result()
                     if not _is_unreachable(result):
                         has_reached_server = True  # from now on, failures are per ID
+                        self.has_reached_server = True
                     elif not has_reached_server:
                         unreachable_streak += 1
                         last_error = result.error

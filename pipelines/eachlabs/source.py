@@ -55,6 +55,7 @@ def eachlabs_source(
     on_progress: Callable[[FetchReport], None] | None = None,
     config: Any = None,
     on_fetched: Callable[[FetchReport], None] | None = None,
+    has_reached_server: bool = False,
     **options: Any,
 ) -> Any:
     """Executions fetched by ID from `GET {base_url}/executions/{id}`.
@@ -68,6 +69,8 @@ def eachlabs_source(
         on_progress: Called now and then with the report while fetching.
         on_fetched: Called once with the report when every ID is fetched, before dlt gets
             the last batch (and so before it normalises and loads them).
+        has_reached_server: An earlier chunk of the run got answers from the API: connection
+            failures are then failures of their IDs, not an unreachable API.
         config: Resolved `EachlabsSettings` (see `settings.resolve_settings`); when None,
             they are resolved here, with `options` beating dlt config.
         options: Settings by name (`api_key`, `base_url`, `concurrency`, ...: every field of
@@ -84,6 +87,7 @@ def eachlabs_source(
         raise TypeError(f"config must be EachlabsSettings, not {type(config).__name__}")
     report = report if report is not None else FetchReport()
     client = EachlabsClient.from_settings(config)
+    client.has_reached_server = has_reached_server
 
     @dlt.resource(selected=False)
     def fetched_batches() -> Iterator[TableBatch]:

@@ -201,6 +201,9 @@ def add_wait_ready_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_wait_ready(args: argparse.Namespace) -> int:
     """Poll URL until any HTTP answer arrives; 0 when it does, 1 on time-out."""
+    if not args.url.startswith(("http://", "https://")):
+        print(f"error: {args.url!r} is not an http(s) URL", file=sys.stderr)
+        return 1
     deadline = time.monotonic() + args.timeout
     while True:
         problem = _http_problem(args.url, timeout_s=max(0.1, min(5.0, deadline - time.monotonic())))
@@ -221,8 +224,10 @@ def _http_problem(url: str, timeout_s: float) -> str | None:
     import urllib.error
     import urllib.request
 
+    # Straight to the URL: through a proxy, the proxy's own answer would look like readiness.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s):
+        with opener.open(url, timeout=timeout_s):
             return None
     except urllib.error.HTTPError:  # an answer, just not a 2xx
         return None

@@ -131,7 +131,10 @@ create or replace function step_latency(by_version boolean)
 -- Step counts and latency statistics over trailing weeks: one row per (step_type, model,
 -- started_date) on which the group had a step, over that day and the six before it (exact
 -- percentiles; PostgreSQL allows no ordered-set aggregate over a window, so each day is
--- joined to the steps of its week). Behind model_trailing_performance.
+-- joined to the steps of its week). The join is on equality only (a number per group, and
+-- each of the week's seven dates), so PostgreSQL can hash it: `is not distinct from` or a
+-- date range would make it compare every day with every step. Behind
+-- model_trailing_performance.
 create or replace function trailing_week()
     returns table (
         step_type text,
@@ -147,33 +150,61 @@ create or replace function trailing_week()
     begin atomic
     with
 
+    steps as (
+
+        select
+            step_runs.step_type,
+            step_runs.model,
+            -- Nulls sort together, so (null, null) steps share one number too.
+            dense_rank() over (order by step_runs.step_type, step_runs.model) as group_number,
+            step_runs.started_date,
+            step_runs.is_finished,
+            step_runs.status,
+            step_runs.sample_seconds
+        from step_runs
+        where step_runs.started_date is not null
+
+    ),
+
     days as (
 
         select distinct
-            step_runs.step_type,
-            step_runs.model,
-            step_runs.started_date
-        from step_runs
-        where step_runs.started_date is not null
+            steps.group_number,
+            steps.step_type,
+            steps.model,
+            steps.started_date
+        from steps
+
+    ),
+
+    week_dates as (
+
+        select
+            days.group_number,
+            days.step_type,
+            days.model,
+            days.started_date,
+            days.started_date - days_back.n as step_date
+        from days
+        cross join generate_series(0, 6) as days_back (n)
 
     )
 
     select
-        days.step_type,
-        days.model,
-        days.started_date,
-        count(*) filter (where week.is_finished) as finished_steps,
-        count(*) filter (where week.status = 'failed') as failed_steps,
-        count(week.sample_seconds) as timed_steps,
-        percentile_cont(0.50) within group (order by week.sample_seconds) as p50_seconds,
-        percentile_cont(0.95) within group (order by week.sample_seconds) as p95_seconds
-    from days
-    join step_runs as week
-        on week.step_type is not distinct from days.step_type
-        and week.model is not distinct from days.model
-        and week.started_date between days.started_date - 6 and days.started_date
+        week_dates.step_type,
+        week_dates.model,
+        week_dates.started_date,
+        count(*) filter (where steps.is_finished) as finished_steps,
+        count(*) filter (where steps.status = 'failed') as failed_steps,
+        count(steps.sample_seconds) as timed_steps,
+        percentile_cont(0.50) within group (order by steps.sample_seconds) as p50_seconds,
+        percentile_cont(0.95) within group (order by steps.sample_seconds) as p95_seconds
+    from week_dates
+    join steps
+        on steps.group_number = week_dates.group_number
+        and steps.started_date = week_dates.step_date
     group by
-        days.step_type,
-        days.model,
-        days.started_date;
+        week_dates.step_type,
+        week_dates.model,
+        week_dates.started_date;
     end;
