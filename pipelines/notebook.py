@@ -237,7 +237,7 @@ def render_report(
     read_frames(db_path, dataset, {})  # one clear line for a missing file or missing views
     parameters = check_parameters(parameters or {})
     notebook = execute_notebook(
-        {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **(parameters or {})},
+        {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **parameters},
         on_progress=on_progress,
     )
     figures = figure_outputs(notebook)

@@ -11,17 +11,13 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import DemoRun, run_demo
+from workspace import view_rows
 
 from pipelines.views import discover_views
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT_DOC = (REPO / "docs" / "report.md").read_text(encoding="utf-8")
 VIEWS = [view.name for view in discover_views()]
-
-
-def view_rows(db_path: Path, view: str) -> list[tuple]:
-    with duckdb.connect(str(db_path), read_only=True) as connection:
-        return connection.sql(f"select * from eachlabs.{view} order by all").fetchall()
 
 
 @pytest.fixture(scope="module")

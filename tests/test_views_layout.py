@@ -11,22 +11,17 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
 from test_views import scenario_payloads
+from workspace import view_rows
 
 from pipelines.views import discover_views
 
 VIEWS = [view.name for view in discover_views()]
 STEP_COLUMNS = ["workflow_id", "execution_status", "execution_started_at", "started_date"]
 EXECUTION_COLUMNS = ["latency_seconds", "started_date"]
-
-
-def view_rows(db: Path, view: str) -> list[tuple[Any, ...]]:
-    with duckdb.connect(str(db), read_only=True) as connection:
-        return connection.execute(f"select * from eachlabs.{view} order by all").fetchall()
 
 
 def test_rows_written_without_the_derived_columns_give_the_same_views(

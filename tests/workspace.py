@@ -216,3 +216,9 @@ def make_workspace(root: Path, db_name: str = "test.duckdb") -> Workspace:
     work.mkdir(parents=True)
     dlt_dir = root / "dlt-data"
     return Workspace(root=work, db_path=work / db_name, dlt_dir=dlt_dir, env=isolated_env(dlt_dir))
+
+
+def view_rows(db_path: Path, view: str) -> list[tuple[Any, ...]]:
+    """Every row of `eachlabs.<view>` in a DuckDB file, sorted (to compare two files)."""
+    with duckdb.connect(str(db_path), read_only=True) as connection:
+        return connection.execute(f"select * from eachlabs.{view} order by all").fetchall()

@@ -404,7 +404,6 @@ class EachlabsClient:
         pending: set[Future[FetchResult]] = set()
         unreachable_streak = 0
         last_error: BaseException | None = None
-        has_reached_server = self.has_reached_server
         self._stop.clear()
         self._throttled_out = None
         try:
@@ -415,16 +414,15 @@ class EachlabsClient:
                         break
                     pending.add(pool.submit(self._fetch_result, execution_id))
                 if not pending:
-                    if unreachable_streak and not has_reached_server:
+                    if unreachable_streak and not self.has_reached_server:
                         raise self._unreachable(last_error)
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = future.result()
                     if not _is_unreachable(result):
-                        has_reached_server = True  # from now on, failures are per ID
-                        self.has_reached_server = True
-                    elif not has_reached_server:
+                        self.has_reached_server = True  # from now on, failures are per ID
+                    elif not self.has_reached_server:
                         unreachable_streak += 1
                         last_error = result.error
                         if unreachable_streak >= concurrency:

@@ -8,12 +8,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipelines.simulator.faults import FaultConfig
 from pipelines.simulator.plans import DEFAULT_RUNNING_SHARE
-
-if TYPE_CHECKING:
-    from pipelines.simulator.server import SimulatorConfig
+from pipelines.simulator.server import Simulator, SimulatorConfig
 
 DEFAULT_PORT = 8080
 DEFAULT_EXECUTIONS = 5000
@@ -237,9 +236,6 @@ def _http_problem(url: str, timeout_s: float) -> str | None:
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """The `SimulatorConfig` described by the parsed command line."""
-    from pipelines.simulator.faults import FaultConfig
-    from pipelines.simulator.server import SimulatorConfig
-
     faults = FaultConfig(
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
@@ -269,8 +265,6 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def run_simulator(args: argparse.Namespace) -> int:
     """Start the simulator, print where it is, serve until Ctrl-C/SIGTERM; exit code 0."""
-    from pipelines.simulator.server import Simulator
-
     try:
         config = config_from_args(args)
     except ValueError as exc:
