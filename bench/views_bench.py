@@ -42,7 +42,16 @@ create table {dataset}.executions (
     extra_fields json,
     fetched_at timestamptz,
     latency_seconds double,
-    started_date date
+    started_date date,
+    flow_name varchar,
+    version_id varchar,
+    created_at timestamptz,
+    updated_at timestamptz,
+    deleted_at timestamptz,
+    dry_run boolean,
+    cost json,
+    cost_total double,
+    triggered_by varchar
 );
 
 create table {dataset}.step_outputs (
@@ -73,7 +82,9 @@ create table {dataset}.step_outputs (
     execution_status varchar,
     execution_started_at timestamptz,
     started_date date,
-    _tombstone boolean
+    _tombstone boolean,
+    execution_dry_run boolean,
+    execution_deleted_at timestamptz
 );
 
 create temp table generated_steps as select * from {dataset}.step_outputs where false;
@@ -170,7 +181,8 @@ select
     case when step_type = 'http' then 'https://api.example.com/hook' end,
     null, null,
     null, null, null, null,  -- the execution's columns, carried below
-    null
+    null,
+    null, null
 from timed
 """
 
@@ -215,7 +227,17 @@ select
     null as extra_fields,
     now() as fetched_at,
     null as latency_seconds,
-    null as started_date
+    null as started_date,
+    -- The list endpoint's summary: 2% dry runs, 1.5% soft-deleted, a cost for most.
+    'Workflow ' || (h % 200) as flow_name,
+    'v' || (h // 200) % 3 as version_id,
+    coalesce(first_started_at, timestamptz '2025-09-01 00:00:00+00') as created_at,
+    coalesce(last_completed_at, first_started_at) as updated_at,
+    case when (h // 7) % 1000 < 15 then last_completed_at + to_seconds(60) end as deleted_at,
+    (h // 11) % 100 < 2 as dry_run,
+    case when (h // 13) % 100 >= 3 then ((h // 17) % 1000) / 1000.0 end as cost,
+    case when (h // 13) % 100 >= 3 then ((h // 17) % 1000) / 1000.0 end as cost_total,
+    'user-' || (h % 6) as triggered_by
 from per_execution
 """
 
@@ -231,12 +253,15 @@ update {dataset}.executions set
 CARRY_SQL = """
 insert into {dataset}.step_outputs
 select
-    s.* exclude (workflow_id, execution_status, execution_started_at, started_date, _tombstone),
+    s.* exclude (workflow_id, execution_status, execution_started_at, started_date, _tombstone,
+                 execution_dry_run, execution_deleted_at),
     e.workflow_id,
     e.status,
     e.started_at,
     cast(coalesce(s.started_at, e.started_at) at time zone 'UTC' as date),
-    null
+    null,
+    e.dry_run,
+    e.deleted_at
 from generated_steps as s
 join {dataset}.executions as e using (execution_id)
 order by s.rowid

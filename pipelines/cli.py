@@ -27,6 +27,7 @@ from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
     from pipelines.eachlabs.helpers import FetchReport
+    from pipelines.eachlabs.listing import WorkflowListing
     from pipelines.load import LoadSummary
 
 # This module imports neither dlt, DuckDB nor pandas (about a second together): each command
@@ -115,17 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = subparsers.add_parser(
         "load",
-        help="fetch executions by ID and merge them into DuckDB",
+        help="fetch executions (by ID or by workflow) and merge them into DuckDB",
         description=(
-            "Fetch executions by ID from the Eachlabs Workflows API and merge them into the "
-            "executions, step_outputs, step_params and fetch_errors tables, then apply the SQL "
-            "views. IDs stored with a final status (completed, failed, cancelled) are not "
-            "fetched again unless --refresh-all is given. The API key comes from "
+            "Fetch executions by ID, or every execution of a workflow (--workflow), from the "
+            "Eachlabs Workflows API and merge them into the executions, step_outputs, "
+            "step_params and fetch_errors tables, then apply the SQL views. IDs stored with a "
+            "final status (completed, failed, cancelled) are not fetched again unless "
+            "--refresh-all is given; a listed execution is fetched only when new or changed. "
+            "The API key comes from "
             "SOURCES__EACHLABS__API_KEY or [sources.eachlabs] api_key in .dlt/secrets.toml. "
             "Exit codes: 0 all loaded (or not found), 1 fatal (bad key or settings, nothing "
-            "loaded), 2 some IDs failed (see the fetch_errors table), 3 another load or program "
-            "holds the DuckDB file (what was fetched is kept for the next run), 130 / 143 "
-            "interrupted by Ctrl-C / SIGTERM (committed chunks are kept; run again to finish)."
+            "loaded), 2 some IDs or workflows failed (see the fetch_errors table), 3 another "
+            "load or program holds the DuckDB file (what was fetched is kept for the next run), "
+            "130 / 143 interrupted by Ctrl-C / SIGTERM (committed chunks are kept; run again to "
+            "finish)."
         ),
     )
     load.add_argument("ids", nargs="*", metavar="ID", help="execution IDs to load")
@@ -134,6 +138,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="file of execution IDs, one per line ('-' = stdin); blank lines and lines "
         "starting with '#' are skipped",
+    )
+    load.add_argument(
+        "--workflow",
+        dest="workflows",
+        action="append",
+        default=[],
+        metavar="WF",
+        help="also load the executions of workflow WF, found through the API's list "
+        "endpoint (repeat for more workflows); a later run pages only down to what the last "
+        "one listed and fetches only new or changed executions",
+    )
+    load.add_argument(
+        "--bulk-id",
+        metavar="UUID",
+        help="with --workflow: list only the executions of this bulk operation",
+    )
+    load.add_argument(
+        "--full-listing",
+        action="store_true",
+        help="with --workflow: read every page of the list instead of stopping where the "
+        "last run's listing ended",
     )
     _add_target_options(load)
     for name, setting in settings.SETTING_FIELDS.items():
@@ -148,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--refresh-all",
         action="store_true",
-        help="fetch every given ID again, even those already stored with a final status",
+        help="fetch every given ID (and listed execution) again, even those already stored "
+        "with a final status; with --workflow, implies --full-listing",
     )
     load.add_argument(
         "--lock-wait",
@@ -178,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="start the simulator, load generated executions and print model performance",
         description=(
-            "Start the bundled API simulator on a free loopback port, load its generated "
-            "executions into a DuckDB file, apply the views and print a model performance table."
+            "Start the bundled API simulator on a free loopback port, load every execution of "
+            "its workflows (load --workflow) into a DuckDB file, apply the views and print a "
+            "model performance table."
         ),
     )
     _add_target_options(
@@ -273,8 +300,10 @@ def _read_ids(args: argparse.Namespace) -> list[str]:
         except OSError as exc:
             raise ConfigError(f"cannot read --ids-file {path}: {exc.strerror}") from None
         ids.extend(parse_id_lines(_decode_lines(data, f"--ids-file {path}")))
-    elif not ids:
-        raise ConfigError("no execution IDs given: pass IDs as arguments or use --ids-file PATH")
+    elif not ids and not args.workflows:
+        raise ConfigError(
+            "no executions given: pass IDs as arguments, --ids-file PATH or --workflow WF"
+        )
     return ids
 
 
@@ -289,6 +318,10 @@ def _print_progress(report: FetchReport) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def _print_listing(listing: WorkflowListing) -> None:
+    print(f"{_stamp()} listed {listing.describe()}", file=sys.stderr, flush=True)
 
 
 def _print_commit(summary: LoadSummary) -> None:
@@ -313,7 +346,8 @@ def _print_summary(summary: LoadSummary) -> None:
     errors = summary.fetch.errors
     for row in errors[:10]:
         status = row["http_status"] if row["http_status"] is not None else "-"
-        print(f"  {row['execution_id']}: [{status}] {row['error']}", file=sys.stderr)
+        subject = row["execution_id"] or f"workflow {row.get('workflow_id')}"
+        print(f"  {subject}: [{status}] {row['error']}", file=sys.stderr)
     if len(errors) > 10:
         print(f"  ... and {len(errors) - 10} more in fetch_errors", file=sys.stderr)
 
@@ -326,8 +360,15 @@ def _cmd_load(args: argparse.Namespace) -> int:
         for name, setting in settings.SETTING_FIELDS.items()
         if "flag" in setting.metadata and getattr(args, name) not in (None, "")
     }
+    if (args.bulk_id or args.full_listing) and not args.workflows:
+        flag = "--bulk-id" if args.bulk_id else "--full-listing"
+        raise ConfigError(f"{flag} applies to listed workflows: add --workflow WF")
     summary = run_load(
         _read_ids(args),
+        workflows=args.workflows,
+        bulk_id=args.bulk_id,
+        full_listing=args.full_listing,
+        on_listed=None if args.quiet else _print_listing,
         db_path=args.db,
         dataset=args.dataset,
         refresh_all=args.refresh_all,
@@ -409,8 +450,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     with Simulator(config) as simulator:
         print(f"simulator serving {args.executions} executions at {simulator.base_url}")
+        # As a scheduled load would: every workflow listed, only new or changed executions
+        # fetched (a second demo into the same file lists a page or two per workflow).
         summary = run_load(
-            simulator.execution_ids,
+            workflows=simulator.workflow_ids,
+            on_listed=_print_listing,
             db_path=args.db,
             dataset=args.dataset,
             source_options={"base_url": simulator.base_url, "api_key": simulator.api_key},

@@ -19,11 +19,22 @@ import dlt
 import duckdb
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from pipelines.chunks import ChunkEnd, Peekable, add_chunk, combined, take
 from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
+from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import EachlabsError
-from pipelines.eachlabs.ids import select_ids
+from pipelines.eachlabs.helpers import error_row
+from pipelines.eachlabs.ids import select_ids, validate_execution_id
+from pipelines.eachlabs.listing import WorkflowListing
 from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH, resolve_settings
 from pipelines.lock import load_lock
+from pipelines.selection import Listed, list_workflows, new_marks
+from pipelines.stored import (
+    store_listing_marks,
+    stored_final_ids,
+    stored_summaries,
+    upgrade_tables,
+)
 from pipelines.target import (
     DUCKDB_MEMORY_LIMIT_MB,
     LARGE_VALUE_BYTES,
@@ -38,7 +49,6 @@ from pipelines.target import (
     memory_ceiling_mb,
     remove_database,
     set_memory_limit,
-    stored_final_ids,
     writer_settings,
 )
 from pipelines.views import apply_views
@@ -61,6 +71,12 @@ class LoadSummary:
     no_ids: bool = False
     #: This run created the DuckDB file (it did not exist when the run opened it).
     created_file: bool = False
+    #: The workflows listed (`--workflow`), each with what its listing found.
+    listings: list[WorkflowListing] = field(default_factory=list)
+
+    @property
+    def failed_listings(self) -> int:
+        return sum(listing.error is not None for listing in self.listings)
 
     @property
     def requested(self) -> int:
@@ -76,13 +92,23 @@ class LoadSummary:
     def exit_code(self) -> int:
         """0 when everything was loaded or is known not to exist, 2 when some IDs failed (or
         when every ID was unknown to the API, which a scheduler should notice)."""
-        return 2 if self.fetch.failed or self.fetch.rejected or self.all_not_found else 0
+        fetch = self.fetch
+        partial = fetch.failed or fetch.rejected or self.failed_listings or self.all_not_found
+        return 2 if partial else 0
 
     def describe(self) -> str:
         if self.no_ids:
             return "no execution IDs given (the list was empty): nothing to do, no table changed"
         fetch = self.fetch
         resumed = "finished an interrupted earlier load; " if self.resumed_interrupted_load else ""
+        if self.listings:
+            listed = sum(listing.listed for listing in self.listings)
+            pages = sum(listing.pages for listing in self.listings)
+            failed = f", {self.failed_listings} failed" if self.failed_listings else ""
+            resumed += (
+                f"listed {listed} executions of {len(self.listings)} workflows in {pages} "
+                f"pages{failed}; "
+            )
         return resumed + (
             f"requested {self.requested}, loaded {fetch.loaded}, "
             f"skipped as already final {self.skipped_final}, not found {fetch.not_found}, "
@@ -112,8 +138,12 @@ def _sigterm_as_interrupt(function: Callable[..., LoadSummary]) -> Callable[...,
 
 @_sigterm_as_interrupt
 def run_load(
-    ids: Iterable[str],
+    ids: Iterable[str] = (),
     *,
+    workflows: Iterable[str] = (),
+    bulk_id: str | None = None,
+    full_listing: bool = False,
+    on_listed: Callable[[WorkflowListing], None] | None = None,
     db_path: Path = DEFAULT_DB_PATH,
     dataset: str = DEFAULT_DATASET,
     refresh_all: bool = False,
@@ -129,9 +159,16 @@ def run_load(
 
     Args:
         ids: Execution IDs; duplicates are fetched once, unsafe ones rejected unsent.
+        workflows: Workflow IDs whose executions are listed and loaded too (each ID once);
+            only new or changed executions are fetched (see `pipelines.selection`).
+        bulk_id: List only this bulk operation's executions of the workflows.
+        full_listing: Read every page of each workflow's list, ignoring the marks the last
+            run left (`--refresh-all` implies it).
+        on_listed: Called with each workflow's listing once it is read.
         db_path: The DuckDB file (created if missing).
         dataset: DuckDB schema of the tables and views.
-        refresh_all: Fetch IDs again even if they are stored with a terminal status.
+        refresh_all: Fetch IDs (and listed executions) again even if they are stored with a
+            terminal status.
         source_options: Explicit settings (flags) by name; the rest come from dlt config
             (environment, then .dlt/*.toml), else the defaults (see `settings.EachlabsSettings`).
         on_progress: Called now and then with the counts while fetching.
@@ -158,10 +195,16 @@ def run_load(
     """
     check_target(db_path, dataset)
     ids = list(ids)
-    if not ids:
+    workflows = list(workflows)
+    if not ids and not workflows:
         # An empty list is not an error (an upstream export found nothing new), but it must not
         # empty fetch_errors or touch any other table either.
         return LoadSummary(no_ids=True)
+    for workflow_id in workflows:  # a typo on the command line: say so before anything runs
+        validate_execution_id(workflow_id, "workflow")
+    if bulk_id is not None:
+        validate_execution_id(bulk_id, "bulk")
+    listing = _Listing(workflows, bulk_id, full_listing or refresh_all, on_listed)
     chunks = {"chunk_executions": chunk_executions, "chunk_seconds": chunk_seconds}
     config = resolve_settings({**(source_options or {}), **chunks})
     summary = LoadSummary()
@@ -169,7 +212,10 @@ def run_load(
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
     with load_lock(db_path, lock_wait_s) as lock, _dlt_settings():
         try:
-            _run_load(ids, db_path, dataset, refresh_all, config, on_progress, on_commit, summary)
+            _run_load(
+                ids, listing, db_path, dataset, refresh_all, config, on_progress, on_commit,
+                summary,
+            )  # fmt: skip
         except BaseException:
             # Nothing was loaded into a file this run created: leave no empty file behind for
             # `report` to stumble on. A file holding any row (a committed chunk, or part of
@@ -183,8 +229,19 @@ def run_load(
     return summary
 
 
+@dataclass
+class _Listing:
+    """What to list (see `run_load`)."""
+
+    workflows: list[str]
+    bulk_id: str | None
+    full: bool
+    on_listed: Callable[[WorkflowListing], None] | None
+
+
 def _run_load(
     ids: list[str],
+    listing: _Listing,
     db_path: Path,
     dataset: str,
     refresh_all: bool,
@@ -207,6 +264,7 @@ def _run_load(
     with connect_duckdb(db_path) as connection, writer_settings(connection):
         summary.created_file = is_new_file  # opened, so created by this run if it was new
         checkpoints = Checkpoints(connection, dataset)
+        upgrade_tables(connection, dataset)  # before anything of this version is loaded
         if pipeline.has_pending_data:
             # An earlier run was interrupted after fetching: finish loading what it fetched
             # first, so that this run starts from exact tables. (If nothing was ever loaded
@@ -217,22 +275,32 @@ def _run_load(
 
         selection = select_ids(ids)
         summary.duplicates = selection.duplicates
-        skip = set() if refresh_all else stored_final_ids(connection, dataset)
-        to_fetch = [i for i in selection.valid if i not in skip]
-        summary.skipped_final = len(selection.valid) - len(to_fetch)
+        listed = _list(listing, config, connection, dataset, refresh_all)
+        summary.listings = listed.listings
+        by_id = [i for i in selection.valid if i not in listed.ids]
+        skip = set() if refresh_all or not by_id else stored_final_ids(connection, dataset)
+        fetch_by_id = [i for i in by_id if i not in skip]
+        to_fetch = listed.to_fetch + fetch_by_id
+        # Executions fetched by ID keep the summary columns a listing stored for them.
+        summaries = {**stored_summaries(connection, dataset, fetch_by_id), **listed.summaries}
+        summary.skipped_final = len(by_id) - len(fetch_by_id) + listed.unchanged
         summary.fetch.requested = len(to_fetch) + len(selection.rejected)
         summary.fetch.rejected = len(selection.rejected)
+        first_errors = _listing_errors(listed)
 
-        remaining = _Peekable(to_fetch)
+        remaining = Peekable(to_fetch)
         first = True
         while first or remaining.has_more():
             chunk = FetchReport()
-            ends = _ChunkEnd(config, chunk, summary.fetch)
+            ends = ChunkEnd(config, chunk, summary.fetch)
             source = _make_source(
-                _take(remaining, ends), selection.rejected if first else {}, chunk,
+                take(remaining, ends), selection.rejected if first else {}, chunk,
                 summary.fetch, on_progress, config,
                 # Once the chunk is fetched, before dlt loads it: room for its text.
                 on_fetched=lambda report: set_memory_limit(connection, chunk_memory_mb(report)),
+                summaries=summaries,
+                first_errors=first_errors if first else [],
+                has_listed=listed.pages > 0,
             )  # fmt: skip
             if not first:  # the run's errors: replaced by the first chunk, then added to
                 source.resources["fetch_errors"].apply_hints(write_disposition="append")
@@ -240,13 +308,50 @@ def _run_load(
             # The chunk's rows go into the file now: memory is bounded by the chunk however
             # large the file grows (see `writer_settings`).
             checkpoints.after_chunk(chunk.largest_body_bytes)
-            _add_chunk(summary.fetch, chunk)
+            add_chunk(summary.fetch, chunk)
             summary.chunks += 1
             first = False
             if on_commit is not None and remaining.has_more():
                 on_commit(summary)
+        # Only now, with every chunk committed, may the next run's listings stop earlier.
+        store_listing_marks(
+            connection, dataset, new_marks(listed, connection, dataset), int(time.time() * 1e6)
+        )
         summary.views = apply_views(connection, dataset)
         checkpoints.final()
+
+
+def _list(
+    listing: _Listing,
+    config: EachlabsSettings,
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    refresh_all: bool,
+) -> Listed:
+    """List the run's workflows (nothing when there are none)."""
+    if not listing.workflows:
+        return Listed()
+    client = EachlabsClient.from_settings(config)
+    try:
+        return list_workflows(
+            client, connection, dataset, listing.workflows, listing.bulk_id,
+            overlap_us=int(config.listing_overlap_s * 1e6), full_listing=listing.full,
+            refresh_all=refresh_all, on_listed=listing.on_listed,
+        )  # fmt: skip
+    finally:
+        client.close()
+
+
+def _listing_errors(listed: Listed) -> list[dict[str, Any]]:
+    """A fetch_errors row per workflow whose listing failed (no execution_id)."""
+    rows = []
+    for listing in listed.failed:
+        error = listing.error
+        assert error is not None
+        row = error_row(None, error.http_status, str(error), error.attempts, time.time())
+        row["workflow_id"] = listing.workflow_id
+        rows.append(row)
+    return rows
 
 
 def _load_chunk(pipeline: dlt.Pipeline, source: Any, connection: duckdb.DuckDBPyConnection) -> bool:
@@ -331,63 +436,6 @@ def _dlt_settings() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-@dataclass
-class _ChunkEnd:
-    """When a chunk is full: `chunk_executions` IDs handed out, `chunk_seconds` gone, or
-    `chunk_max_bytes` of answers expected: those fetched, plus the IDs handed out and not yet
-    answered at the run's average size so far (they would overshoot the limit otherwise)."""
-
-    config: EachlabsSettings
-    chunk: FetchReport
-    run: FetchReport  # the chunks before this one
-    deadline: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.deadline = time.monotonic() + self.config.chunk_seconds
-
-    def is_reached(self, handed_out: int) -> bool:
-        answered = self.run.done + self.chunk.done
-        average = (self.run.body_bytes + self.chunk.body_bytes) / answered if answered else 0
-        expected = self.chunk.body_bytes + (handed_out - self.chunk.done) * average
-        return (
-            handed_out >= self.config.chunk_executions
-            or expected >= self.config.chunk_max_bytes
-            or time.monotonic() >= self.deadline
-        )
-
-
-def _take(ids: Iterator[str], end: _ChunkEnd) -> Iterator[str]:
-    """IDs from `ids` until the chunk is full.
-
-    The fetcher draws IDs lazily, so the IDs not handed out stay in `ids` for the next chunk.
-    IDs already handed out are still fetched: until the first answers of a run show their
-    size, the first chunk can exceed `chunk_max_bytes` by what the fetcher sends at once.
-    """
-    for count, execution_id in enumerate(ids, start=1):
-        yield execution_id
-        if end.is_reached(count):
-            return
-
-
-class _Peekable(Iterator[str]):
-    """An iterator of IDs that can tell whether another one is coming without losing it."""
-
-    def __init__(self, items: Iterable[str]) -> None:
-        self._items = iter(items)
-        self._next: list[str] = []
-
-    def __next__(self) -> str:
-        return self._next.pop() if self._next else next(self._items)
-
-    def has_more(self) -> bool:
-        if not self._next:
-            try:
-                self._next.append(next(self._items))
-            except StopIteration:
-                return False
-        return True
-
-
 def _make_source(
     ids: Iterator[str],
     rejected: dict[str, str],
@@ -396,12 +444,15 @@ def _make_source(
     on_progress: Callable[[FetchReport], None] | None,
     config: EachlabsSettings,
     on_fetched: Callable[[FetchReport], None],
+    summaries: dict[str, dict[str, Any]],
+    first_errors: list[dict[str, Any]],
+    has_listed: bool,
 ) -> Any:
     """The dlt source of one chunk; its progress is reported as the whole run's."""
 
     def progress(report: FetchReport) -> None:
         if on_progress is not None:
-            on_progress(_combined(total, report))
+            on_progress(combined(total, report))
 
     return eachlabs_source(
         execution_ids=ids,
@@ -410,27 +461,10 @@ def _make_source(
         on_progress=progress if on_progress else None,
         config=config,
         on_fetched=on_fetched,
-        has_reached_server=total.loaded + total.not_found > 0,
+        has_reached_server=has_listed or total.loaded + total.not_found > 0,
+        summaries=summaries,
+        first_errors=first_errors,
     )
-
-
-def _combined(total: FetchReport, chunk: FetchReport) -> FetchReport:
-    """The run's counts so far plus the chunk in flight (requested: the whole run's)."""
-    return FetchReport(
-        requested=total.requested,
-        loaded=total.loaded + chunk.loaded,
-        not_found=total.not_found + chunk.not_found,
-        failed=total.failed + chunk.failed,
-        rejected=total.rejected,
-    )
-
-
-def _add_chunk(total: FetchReport, chunk: FetchReport) -> None:
-    total.loaded += chunk.loaded
-    total.not_found += chunk.not_found
-    total.failed += chunk.failed
-    total.errors.extend(chunk.errors)
-    total.body_bytes += chunk.body_bytes
 
 
 def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipelines.eachlabs import FetchReport, settings
+from pipelines.eachlabs import FetchReport
 from pipelines.eachlabs.errors import ConfigError, EachlabsError, LockedError
 
 log = logging.getLogger(__name__)
@@ -130,25 +130,6 @@ def mark_demo_file(db_path: Path, dataset: str) -> None:
     """Record on the executions table that a demo filled it (see `check_demo_target`)."""
     with connect_duckdb(db_path) as connection:
         connection.execute(f"comment on table \"{dataset}\".executions is '{DEMO_MARK}'")
-
-
-def stored_final_ids(connection: duckdb.DuckDBPyConnection, dataset: str) -> set[str]:
-    """IDs already stored with a terminal status and not failing in the latest run."""
-    statuses = ", ".join(f"'{s}'" for s in sorted(settings.TERMINAL_STATUSES))
-    tables = {
-        row[0]
-        for row in connection.execute(
-            "select table_name from information_schema.tables"
-            " where table_catalog = current_database() and table_schema = ?",
-            [dataset],
-        ).fetchall()
-    }
-    if "executions" not in tables:
-        return set()
-    query = f'select execution_id from "{dataset}".executions where status in ({statuses})'
-    if "fetch_errors" in tables:
-        query += f' except select execution_id from "{dataset}".fetch_errors'
-    return {row[0] for row in connection.execute(query).fetchall()}
 
 
 def set_memory_limit(connection: duckdb.DuckDBPyConnection, limit_mb: int) -> int:

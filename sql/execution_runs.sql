@@ -19,12 +19,27 @@
 --   error            high-level error type (failed executions only).
 --   error_cause      detailed error message (failed executions only).
 --
+-- Summary columns, from the API's list endpoint (`load --workflow`); null for executions
+-- loaded by ID only (never listed):
+--   flow_name        the workflow's name when the execution was listed.
+--   version_id       the workflow version the execution ran.
+--   created_at       when the execution was created (timestamptz, UTC).
+--   updated_at       when it last changed (timestamptz, UTC).
+--   deleted_at       when it was soft-deleted (timestamptz, UTC); null unless deleted.
+--   cost_total       its cost as one number: the number the API sent, or a cost object's
+--                    numeric total / amount / total_cost / usd; null when unknown.
+--
 -- Per-execution flags, so that reporting views only aggregate:
 --   is_finished           status is completed or failed: the execution has an outcome.
 --   sample_seconds        latency_seconds when the execution belongs to the latency sample
 --                         (completed, both timestamps, no clock skew; macro latency_sample),
 --                         else null.
 --   is_skewed_completion  completed with latency_seconds < 0: left out of the sample.
+--   is_dry_run            the execution was a dry run (no model was called); false when
+--                         unknown (never listed).
+--   is_deleted            the execution was soft-deleted (deleted_at is not null).
+-- The reporting views leave dry runs and soft-deleted executions out (`not is_dry_run and
+-- not is_deleted`); this view keeps every execution, flagged.
 
 -- The loader derives latency_seconds and started_date when it writes a row; rows written by
 -- versions that did not (null there while the timestamps are present) are derived here.
@@ -44,7 +59,14 @@ source as (
         started_date,
         step_count,
         error,
-        error_cause
+        error_cause,
+        flow_name,
+        version_id,
+        created_at,
+        updated_at,
+        deleted_at,
+        dry_run,
+        cost_total
     from executions
 
 ),
@@ -66,7 +88,14 @@ renamed as (
         started_date,
         step_count,
         error,
-        error_cause
+        error_cause,
+        flow_name,
+        version_id,
+        created_at,
+        updated_at,
+        deleted_at,
+        dry_run,
+        cost_total
     from source
 
 ),
@@ -89,7 +118,14 @@ dated as (
         end as started_date,
         step_count,
         error,
-        error_cause
+        error_cause,
+        flow_name,
+        version_id,
+        created_at,
+        updated_at,
+        deleted_at,
+        dry_run,
+        cost_total
     from renamed
 
 )
@@ -107,7 +143,15 @@ select
     step_count,
     error,
     error_cause,
+    flow_name,
+    version_id,
+    created_at,
+    updated_at,
+    deleted_at,
+    cost_total,
     status in ('completed', 'failed') as is_finished,
     latency_sample(status, latency_seconds) as sample_seconds,
-    status = 'completed' and is_skewed as is_skewed_completion
+    status = 'completed' and is_skewed as is_skewed_completion,
+    coalesce(dry_run, false) as is_dry_run,
+    deleted_at is not null as is_deleted
 from dated

@@ -4,6 +4,9 @@
 -- (no rows for days without steps). Non-model steps keep their own rows ('http' / 'python'
 -- with a null model); steps without metadata form the (null, null) rows.
 --
+-- Steps of dry runs (no model was called) and of soft-deleted executions are left out
+-- (step_runs.is_dry_run / is_deleted).
+--
 -- Day: the UTC calendar date of the step's started_at; steps that never started (queued,
 -- cancelled) fall back to their execution's started_at. started_date is null only when
 -- neither timestamp is known.
@@ -46,6 +49,10 @@ steps as (
         sample_seconds,
         is_skewed_completion
     from step_runs
+    -- Dry runs called no model and soft-deleted executions are gone: neither is reported.
+    where
+        not is_dry_run
+        and not is_deleted
 
 ),
 

@@ -5,6 +5,9 @@
 -- grain is one row per (model, error, error_cause). A null error or error_cause is its own
 -- group.
 --
+-- Steps of dry runs (no model was called) and of soft-deleted executions are left out
+-- (step_runs.is_dry_run / is_deleted).
+--
 -- Columns:
 --   step_type                'model', 'http', 'python' or null (no metadata).
 --   model                    model identifier; null for non-model steps.
@@ -31,6 +34,10 @@ steps as (
         started_at,
         execution_started_at
     from step_runs
+    -- Dry runs called no model and soft-deleted executions are gone: neither is reported.
+    where
+        not is_dry_run
+        and not is_deleted
 
 ),
 

@@ -4,6 +4,9 @@
 -- Non-model steps keep their own rows ('http' / 'python' with a null model); steps without
 -- metadata form the (null, null) row.
 --
+-- Steps of dry runs (no model was called) and of soft-deleted executions are left out
+-- (step_runs.is_dry_run / is_deleted).
+--
 -- The failure rate only counts steps that finished by themselves: completed or failed.
 -- Cancelled steps (never ran: an earlier step failed or the execution was cancelled) are not
 -- failures of their model, and in-flight steps (queued / running) have no outcome yet.
@@ -42,6 +45,10 @@ steps as (
         failure_seconds,
         is_skewed_failure
     from step_runs
+    -- Dry runs called no model and soft-deleted executions are gone: neither is reported.
+    where
+        not is_dry_run
+        and not is_deleted
 
 ),
 

@@ -4,6 +4,9 @@
 -- Non-model steps keep their own rows ('http' / 'python' with a null model); steps without
 -- metadata form the (null, null) row.
 --
+-- Steps of dry runs (no model was called) and of soft-deleted executions are left out
+-- (step_runs.is_dry_run / is_deleted); the windows end at the latest step kept.
+--
 -- "What got worse": the last 7 days against the 28 days before them. Both windows end at the
 -- latest step in the data, not at the wall clock, so the view gives the same answer whenever
 -- it is read:
@@ -61,6 +64,10 @@ steps as (
         sample_seconds,
         coalesce(started_at, execution_started_at) as placed_at
     from step_runs
+    -- Dry runs called no model and soft-deleted executions are gone: neither is reported.
+    where
+        not is_dry_run
+        and not is_deleted
 
 ),
 

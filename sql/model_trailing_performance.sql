@@ -6,6 +6,9 @@
 -- A week gathers enough steps to read a rate or a p95 where a single day has a handful; the
 -- daily charts of the report draw these.
 --
+-- Steps of dry runs (no model was called) and of soft-deleted executions are left out
+-- (step_runs.is_dry_run / is_deleted), in the table macro trailing_week.
+--
 -- Columns:
 --   started_date           UTC day the trailing week ends on (as in model_daily_performance).
 --   window_start_date      first day of the week: started_date - 6.

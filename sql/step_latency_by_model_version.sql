@@ -6,6 +6,9 @@
 -- metadata form the (null, null) row. Rows for groups where nothing completed have
 -- completed_steps = 0 and null latency figures.
 --
+-- Steps of dry runs (no model was called) and of soft-deleted executions are left out
+-- (step_runs.is_dry_run / is_deleted), in the table macro step_latency.
+--
 -- Latency sample: completed steps with both timestamps and latency_seconds >= 0
 -- (step_runs.sample_seconds). The statistics are computed by the table macro step_latency
 -- (sql/macros/), the one query shared with step_latency_by_model; here per version, and

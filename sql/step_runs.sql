@@ -3,10 +3,13 @@
 -- Grain: one row per step of an execution (key: execution_id, step_id): the loader's
 -- `step_outputs` rows with their execution's workflow, status and start.
 --
--- The loader carries those execution columns (and the UTC start date) on every step row it
--- writes, so reading a step needs no join to its execution. Rows written by versions that
--- did not carry them (execution_status null) take them from execution_runs instead; an
--- execution with a null status takes that path too, with the same result.
+-- The loader carries those execution columns (and the UTC start date, and the execution's
+-- dry-run flag and soft-deletion time) on every step row it writes, so reading a step needs
+-- no join to its execution. Rows written by versions that did not carry them
+-- (execution_status null) take them from execution_runs instead; an execution with a null
+-- status takes that path too, with the same result. A carried row with a null
+-- execution_dry_run / execution_deleted_at belongs to an execution never listed (unknown:
+-- neither a dry run nor deleted, as in execution_runs).
 --
 -- Columns:
 --   execution_id          execution the step belongs to.
@@ -47,6 +50,11 @@
 --   failure_seconds        latency_seconds of a failed step with both timestamps and no clock
 --                          skew (time to failure), else null.
 --   is_skewed_failure      failed with latency_seconds < 0: left out of failure_seconds.
+--   is_dry_run             the step's execution was a dry run (no model was called); false
+--                          when unknown (execution never listed).
+--   is_deleted             the step's execution was soft-deleted.
+-- The reporting views leave the steps of dry runs and soft-deleted executions out
+-- (`not is_dry_run and not is_deleted`); this view keeps every step, flagged.
 
 with
 
@@ -68,7 +76,9 @@ carried as (
         execution_status,
         execution_started_at,
         error,
-        error_cause
+        error_cause,
+        execution_dry_run,
+        execution_deleted_at
     from step_outputs
     where execution_status is not null
 
@@ -101,7 +111,9 @@ uncarried_executions as (
         execution_id,
         workflow_id,
         status,
-        started_at
+        started_at,
+        is_dry_run,
+        deleted_at
     from execution_runs
     where execution_id in (select uncarried.execution_id from uncarried)
 
@@ -128,7 +140,9 @@ backfilled as (
         uncarried_executions.status as execution_status,
         uncarried_executions.started_at as execution_started_at,
         uncarried.error,
-        uncarried.error_cause
+        uncarried.error_cause,
+        uncarried_executions.is_dry_run as execution_dry_run,
+        uncarried_executions.deleted_at as execution_deleted_at
     from uncarried
     left join uncarried_executions
         on uncarried.execution_id = uncarried_executions.execution_id
@@ -168,5 +182,7 @@ select
     status = 'completed' and latency_seconds is null as is_untimed_completion,
     case when status = 'failed' and latency_seconds >= 0 then latency_seconds end
         as failure_seconds,
-    status = 'failed' and coalesce(latency_seconds < 0, false) as is_skewed_failure
+    status = 'failed' and coalesce(latency_seconds < 0, false) as is_skewed_failure,
+    coalesce(execution_dry_run, false) as is_dry_run,
+    execution_deleted_at is not null as is_deleted
 from steps

@@ -1,6 +1,8 @@
 -- workflow_performance (reporting view)
 --
--- Grain: one row per workflow_id that has at least one execution.
+-- Grain: one row per workflow_id that has at least one execution that is neither a dry run
+-- nor soft-deleted. Dry runs (no model was called) and soft-deleted executions, and their
+-- steps, are left out of every figure, the name included.
 --
 -- Success rate: completed / (completed + failed) executions. Running executions have no
 -- outcome yet and cancelled ones were stopped by the user, so neither counts.
@@ -12,6 +14,9 @@
 --
 -- Columns:
 --   workflow_id                workflow identifier.
+--   flow_name                  the workflow's name: the flow_name of its most recent listed
+--                              execution (by started_at, else created_at; table macro
+--                              latest_flow_names); null when no execution of it was listed.
 --   total_executions           all executions, any status.
 --   completed_executions       executions with status completed.
 --   failed_executions          executions with status failed.
@@ -42,6 +47,9 @@ executions as (
         sample_seconds,
         is_skewed_completion
     from execution_runs
+    where
+        not is_dry_run
+        and not is_deleted
 
 ),
 
@@ -52,6 +60,18 @@ steps as (
         model,
         sample_seconds
     from step_runs
+    where
+        not is_dry_run
+        and not is_deleted
+
+),
+
+flow_names as (
+
+    select
+        workflow_id,
+        flow_name
+    from latest_flow_names()
 
 ),
 
@@ -121,6 +141,7 @@ final as (
 
     select
         execution_counts.workflow_id,
+        flow_names.flow_name,
         execution_counts.total_executions,
         execution_counts.completed_executions,
         execution_counts.failed_executions,
@@ -142,11 +163,14 @@ final as (
     from execution_counts
     left join slowest_models
         on execution_counts.workflow_id is not distinct from slowest_models.workflow_id
+    left join flow_names
+        on execution_counts.workflow_id is not distinct from flow_names.workflow_id
 
 )
 
 select
     workflow_id,
+    flow_name,
     total_executions,
     completed_executions,
     failed_executions,

@@ -91,20 +91,42 @@ def load_payloads_session(
 ) -> Iterator[Callable[..., Path]]:
     """Serve hand-made ExecutionDetails from a real simulator and load them through the CLI.
 
-    Returns a function `(payloads, dataset="eachlabs") -> Path of the DuckDB file` (views
-    applied). The load must exit 0. One simulator serves the whole session (each call puts
-    its own payloads); each call loads into its own new DuckDB file.
+    Returns a function `(payloads, dataset="eachlabs", summaries=None) -> Path of the DuckDB
+    file` (views applied). The load must exit 0; each call loads into its own new DuckDB file.
+
+    Without `summaries`, one simulator serves the whole session (each call puts its own
+    payloads) and the executions are loaded by ID. With `summaries` (execution ID -> fields of
+    its ExecutionSummary, e.g. `{"dry_run": True, "cost": 0.5}`), a simulator of its own
+    lists them and they are loaded with `load --workflow` for each workflow of the payloads,
+    so the summary columns get filled.
     """
     from simulator_fixtures import start_simulator  # a plugin: imported once pytest has it
 
     simulator = start_simulator(executions=0)
 
-    def load(payloads: list[dict[str, Any]], dataset: str = "eachlabs") -> Path:
-        for payload in payloads:
-            simulator.put_execution(payload)
+    def load(
+        payloads: list[dict[str, Any]],
+        dataset: str = "eachlabs",
+        summaries: dict[str, dict[str, Any]] | None = None,
+    ) -> Path:
         ws = make_workspace(tmp_path_factory.mktemp("load"), "views.duckdb")
-        ids = [payload["execution_id"] for payload in payloads]
-        result = ws.load(simulator, *ids, extra=["--dataset", dataset, "--quiet"])
+        extra = ["--dataset", dataset, "--quiet"]
+        if summaries is None:
+            for payload in payloads:
+                simulator.put_execution(payload)
+            ids = [payload["execution_id"] for payload in payloads]
+            result = ws.load(simulator, *ids, extra=extra)
+        else:
+            own = start_simulator(executions=0)
+            try:
+                for payload in payloads:
+                    own.put_execution(payload, summaries.get(payload["execution_id"]))
+                workflows = dict.fromkeys(p["workflow_id"] for p in payloads)
+                for workflow_id in workflows:
+                    extra += ["--workflow", workflow_id]
+                result = ws.load(own, extra=extra)
+            finally:
+                own.stop()
         if result.returncode != 0:
             pytest.fail(f"load exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return ws.db_path

@@ -153,7 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
 class HostileServer:
     """Routes `GET /api/v1/executions/{id}` to scripted behaviours; 404 for unknown IDs.
 
-    `routes` maps an ID to a Route; `default` answers IDs not in `routes` (404 if None).
+    `routes` maps an ID to a Route (a list page's key: `workflows/{id}/executions`);
+    `default` answers IDs not in `routes` (404 if None).
     A request without the right key gets 401, unless `require_key` is False.
     """
 
@@ -213,6 +214,13 @@ class HostileServer:
             send(handler, 401, b'{"error":"invalid api key"}')
             return
         prefix = "/api/v1/executions/"
+        if path.startswith("/api/v1/workflows/"):  # a list page: routed by its path
+            route = self.routes.get(path[len("/api/v1/") :])
+            if route is None:
+                send(handler, 404, b'{"error":"workflow not found"}')
+            else:
+                route(handler)
+            return
         execution_id = path[len(prefix) :] if path.startswith(prefix) else None
         route = self.routes.get(execution_id or "", self.default)
         if execution_id is None or route is None:

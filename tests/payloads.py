@@ -4,6 +4,8 @@ Each family keeps the defaults the tests that use it assert against:
 - `execution` / `model_step`: end-to-end loads (tests/test_load_e2e.py and others);
 - `view_execution` / `view_step` / `timed` / `one_step_executions`: view figures worked out
   by hand (tests/test_views.py);
+- `timed_execution`: execution-level view figures (tests/test_cost_views.py, the dry-run and
+  deletion tests of tests/test_views.py);
 - `normaliser_execution` / `normaliser_step`: rows of the normaliser (tests/test_normalise.py);
 - `fault_execution` / `fault_step`: hostile and drifting payloads (tests/test_faults_payloads.py);
 - `status_only_execution`: the least a client accepts (tests/test_client.py);
@@ -141,6 +143,31 @@ def one_step_executions(
         )
         for i, seconds in enumerate(latencies)
     ]
+
+
+def timed_execution(
+    execution_id: str,
+    workflow_id: str,
+    status: str,
+    start: str,
+    seconds: float,
+    model: str = "m-cost",
+    extra_steps: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An execution of `workflow_id` lasting `seconds` from `start`, whose first step (a
+    `model` step, completed or failed with error "E" as the execution) lasts as long;
+    `extra_steps` follow it. For the execution-level views (cost, workflow figures)."""
+    times = timed(start, seconds)
+    error = {"error": "E", "error_cause": "a model error"} if status == "failed" else {}
+    first = view_step("s1", status, model=model, **times, **error)
+    return view_execution(
+        execution_id,
+        [first, *(extra_steps or [])],
+        workflow_id=workflow_id,
+        status=status,
+        started_at=times["started_at"],
+        completed_at=times["completed_at"],
+    )
 
 
 # --- normaliser rows (tests/test_normalise.py) --------------------------------------------

@@ -22,6 +22,7 @@ from pipelines.eachlabs.normalise import (
 )
 from pipelines.load import pipeline_name_for
 from pipelines.simulator import FaultConfig
+from pipelines.views import discover_views
 
 TABLE_SCHEMAS = {
     "executions": EXECUTIONS_SCHEMA,
@@ -433,7 +434,9 @@ def test_api_key_never_leaks(simulator_factory, workspace) -> None:
     [
         (["load", "x", "--concurrency", "abc"], "invalid int value"),
         (["load", "x", "--bogus"], "unrecognized arguments"),
-        (["load"], "no execution IDs given"),
+        (["load"], "no executions given"),
+        (["load", "--bulk-id", "b1", "e1"], "--bulk-id applies to listed workflows"),
+        (["load", "--full-listing", "e1"], "--full-listing applies to listed workflows"),
         (["load", "x", "--dataset", "MyData"], "must be lowercase"),
         (["load", "x", "--db", "eachlabs.duckdb"], "ambiguous"),
         (["load", "x", "--concurrency", "0"], "concurrency must be between 1 and 256"),
@@ -562,7 +565,8 @@ def test_views_command_reapplies_the_views(simulator_factory, workspace) -> None
         connection.execute("drop view eachlabs.model_failure_rates")
     result = workspace.run("views", "--db", str(workspace.db_path))
     assert result.returncode == 0, result.stderr
-    assert "applied 10 views in schema eachlabs" in result.stdout
+    views = len(discover_views())
+    assert f"applied {views} views in schema eachlabs" in result.stdout
     assert workspace.query("select model, completed_steps from eachlabs.model_failure_rates") == [
         ("m", 1)
     ]

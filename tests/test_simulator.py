@@ -720,7 +720,7 @@ def test_help_documents_every_option() -> None:
         "--time-scale", "--no-long-poll", "--ids-out", "--latency-ms", "--jitter-ms",
         "--rate-limit", "--rate-limit-burst", "--rate-limit-every", "--retry-after",
         "--error-rate", "--drop-rate", "--malformed-rate", "--slow-body-ms",
-        "--slow-body-rate", "--fault-seed",
+        "--slow-body-rate", "--list-order", "--list-insert-per-page", "--fault-seed",
     ):  # fmt: skip
         assert option in result.stdout
 

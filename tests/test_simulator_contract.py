@@ -32,6 +32,8 @@ from openapi_contract import (
 from openapi_contract import main as contract_main
 
 from pipelines.simulator import FaultConfig, Simulator
+from pipelines.simulator.app import API_PREFIX, SimulatorApp, split_target
+from pipelines.simulator.plans import Dataset
 
 MakeSimulator = Callable[..., Simulator]
 EXECUTION_OP = ("GET", "/executions/{executionID}")
@@ -163,6 +165,42 @@ def test_list_pages_match_the_spec(simulator_factory: MakeSimulator, operations:
                 statuses.update(item["status"] for item in body["executions"])
                 offset = body["offset"]
     assert statuses == {"running", "completed", "failed", "cancelled"}
+
+
+def test_list_summaries_with_every_optional_field_match_the_spec(operations: dict) -> None:
+    """User, cost (number and objects), dry run and soft delete, hand-made summaries with
+    overrides and executions created while paging: all within the published summary."""
+    dataset = Dataset(seed=42, executions=2000)
+    app = SimulatorApp(dataset, "contract-key", list_insert_per_page=1)
+    workflow_id = dataset.workflows[0].workflow_id
+    app.put_execution(
+        {"execution_id": "hand-made", "workflow_id": workflow_id, "status": "completed"},
+        summary={"dry_run": True, "cost": {"total": 0.1}, "deleted_at": "2026-03-01T00:00:00Z"},
+    )
+    validator = schema_validator(operations[(*LIST_OP, "200")])
+    seen: dict[str, set[str]] = defaultdict(set)
+    for workflow in dataset.workflows:
+        offset: int | None = 0
+        while offset is not None:
+            path, query = split_target(
+                f"{API_PREFIX}/workflows/{workflow.workflow_id}/executions"
+                f"?offset={offset}&limit=100"
+            )
+            body = json.loads(app.handle("GET", path, query, {"X-API-Key": "contract-key"}).body)
+            assert_valid(validator, body, f"list page {workflow.workflow_id}@{offset}")
+            for item in body["executions"]:
+                seen["cost"].add(type(item["cost"]).__name__ if "cost" in item else "absent")
+                seen["deleted_at"].add("present" if "deleted_at" in item else "absent")
+                seen["dry_run"].add(str(item["dry_run"]))
+                seen["api_key"].add("present" if "api_key" in item else "absent")
+            offset = body["offset"]
+    assert len(app.inserted_execution_ids) > 20
+    assert seen == {
+        "cost": {"float", "dict", "absent"},
+        "deleted_at": {"present", "absent"},
+        "dry_run": {"True", "False"},
+        "api_key": {"present", "absent"},  # hand-made summaries have no user unless given
+    }
 
 
 def test_every_error_body_matches_the_spec(

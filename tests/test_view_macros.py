@@ -51,14 +51,18 @@ def applied() -> Iterator[duckdb.DuckDBPyConnection]:
             create table ds.executions (
                 execution_id varchar, workflow_id varchar, bulk_id varchar, status varchar,
                 started_at timestamptz, completed_at timestamptz, latency_seconds double,
-                started_date date, step_count bigint, error varchar, error_cause varchar
+                started_date date, step_count bigint, error varchar, error_cause varchar,
+                flow_name varchar, version_id varchar, created_at timestamptz,
+                updated_at timestamptz, deleted_at timestamptz, dry_run boolean,
+                cost_total double
             );
             create table ds.step_outputs (
                 execution_id varchar, step_id varchar, step_position bigint, status varchar,
                 step_type varchar, model varchar, model_version varchar,
                 started_at timestamptz, completed_at timestamptz, latency_seconds double,
                 started_date date, execution_status varchar, execution_started_at timestamptz,
-                workflow_id varchar, error varchar, error_cause varchar
+                workflow_id varchar, error varchar, error_cause varchar,
+                execution_dry_run boolean, execution_deleted_at timestamptz
             );
             """
         )
@@ -100,13 +104,53 @@ def test_rate_and_latency_sample(applied: duckdb.DuckDBPyConnection) -> None:
     assert scalar(applied, "latency_sample('failed', 2.5)") is None
 
 
+def test_cost_per_completed(applied: duckdb.DuckDBPyConnection) -> None:
+    assert scalar(applied, "cost_per_completed(3.0, 4)") == 0.75
+    assert scalar(applied, "cost_per_completed(0.0, 2)") == 0.0  # free runs: 0, not unknown
+    assert scalar(applied, "cost_per_completed(3.0, 0)") is None  # nothing completed
+    assert scalar(applied, "cost_per_completed(null, 2)") is None  # no known cost
+    assert scalar(applied, "cost_per_completed(1, 3)") == pytest.approx(1 / 3, rel=1e-15)
+
+
+def test_latest_flow_names(applied: duckdb.DuckDBPyConnection) -> None:
+    applied.execute(
+        """
+        insert into executions (execution_id, workflow_id, status, started_at, created_at,
+            flow_name, dry_run, deleted_at)
+        values
+            -- The latest start wins; an unnamed later execution does not count.
+            ('a1', 'wf-a', 'completed', '2026-01-01 10:00+00', null, 'A old', false, null),
+            ('a2', 'wf-a', 'completed', '2026-01-02 10:00+00', null, 'A new', null, null),
+            ('a3', 'wf-a', 'completed', '2026-01-03 10:00+00', null, null, false, null),
+            -- A later dry run or deleted execution names nothing.
+            ('a4', 'wf-a', 'completed', '2026-01-04 10:00+00', null, 'A dry', true, null),
+            ('a5', 'wf-a', 'completed', '2026-01-05 10:00+00', null, 'A gone', false,
+                '2026-01-06 00:00+00'),
+            -- Without a start, created_at places it; with neither, it comes last.
+            ('b1', 'wf-b', 'running', null, '2026-01-02 00:00+00', 'B created', false, null),
+            ('b2', 'wf-b', 'completed', '2026-01-01 00:00+00', null, 'B started', false, null),
+            ('b3', 'wf-b', 'completed', null, null, 'B undated', false, null),
+            -- The same time: the alphabetically first name.
+            ('c1', 'wf-c', 'completed', '2026-01-01 00:00+00', null, 'C zeta', false, null),
+            ('c2', 'wf-c', 'completed', '2026-01-01 00:00+00', null, 'C alpha', false, null),
+            -- Never listed, or only as a dry run: no row.
+            ('d1', 'wf-d', 'completed', '2026-01-01 00:00+00', null, null, null, null),
+            ('e1', 'wf-e', 'completed', '2026-01-01 00:00+00', null, 'E dry', true, null)
+        """
+    )
+    names = applied.execute("select * from latest_flow_names() order by all").fetchall()
+    assert names == [("wf-a", "A new"), ("wf-b", "B created"), ("wf-c", "C alpha")]
+
+
 def test_macros_live_in_the_dataset_schema_and_the_search_path_is_restored() -> None:
     with duckdb.connect() as connection:
         connection.execute(
             "create schema ds; create table ds.executions (execution_id varchar, "
             "workflow_id varchar, bulk_id varchar, status varchar, started_at timestamptz, "
             "completed_at timestamptz, latency_seconds double, started_date date, "
-            "step_count bigint, error varchar, error_cause varchar)"
+            "step_count bigint, error varchar, error_cause varchar, flow_name varchar, "
+            "version_id varchar, created_at timestamptz, updated_at timestamptz, "
+            "deleted_at timestamptz, dry_run boolean, cost_total double)"
         )
         connection.execute(
             "create table ds.step_outputs as select * from ds.executions where false"
@@ -119,6 +163,8 @@ def test_macros_live_in_the_dataset_schema_and_the_search_path_is_restored() -> 
             "alter table ds.step_outputs add column model_version varchar;"
             "alter table ds.step_outputs add column execution_status varchar;"
             "alter table ds.step_outputs add column execution_started_at timestamptz;"
+            "alter table ds.step_outputs add column execution_dry_run boolean;"
+            "alter table ds.step_outputs add column execution_deleted_at timestamptz;"
         )
         connection.execute("create schema other; set search_path = 'other,main'")
         apply_views(connection, "ds")
@@ -130,6 +176,7 @@ def test_macros_live_in_the_dataset_schema_and_the_search_path_is_restored() -> 
     assert search_path == "other,main"
     expected = {macro.name for macro in discover_macros()}
     assert expected >= {"wilson_low", "wilson_high", "rate_of", "latency_sample", "step_latency"}
+    assert expected >= {"cost_per_completed", "latest_flow_names", "trailing_week"}
     assert set(macros) == {("ds", name) for name in expected}
 
 
@@ -148,6 +195,9 @@ def test_each_formula_has_one_home_per_dialect() -> None:
         )
         assert "latency_seconds >= 0" not in code or path.name == "step_runs.sql", (
             f"{path.name} re-derives the latency sample: read step_runs.sample_seconds"
+        )
+        assert not re.search(r"/\s*[\w.]*completed_executions", code), (
+            f"{path.name} divides by completed executions itself: call cost_per_completed"
         )
 
 
@@ -170,6 +220,9 @@ def test_statements_put_a_table_macro_right_before_its_first_caller() -> None:
         table_macro = order.index("macro step_latency")
         assert order.index("view step_runs") < table_macro
         assert order[table_macro + 1] == "view step_latency_by_model"
+        names_macro = order.index("macro latest_flow_names")
+        assert order.index("view execution_runs") < names_macro
+        assert order[names_macro + 1] == "view workflow_cost_daily"
         assert [what for what in order if what.startswith("view ")] == [
             f"view {view.name}" for view in order_views(discover_views())
         ]

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from payloads import one_step_executions, timed
+from payloads import one_step_executions, timed, timed_execution
 from payloads import view_execution as execution
 from payloads import view_step as step
 
@@ -26,6 +26,7 @@ from pipelines.views import (
     ViewApplyError,
     ViewCycleError,
     apply_views,
+    discover_macros,
     discover_views,
     order_views,
 )
@@ -41,6 +42,18 @@ REPORTING_VIEWS = [
     "model_trailing_performance",
     "step_latency_by_model",
     "step_latency_by_model_version",
+    "workflow_cost_daily",
+    "workflow_performance",
+    "workflow_version_cost",
+]
+#: The order `apply_views` creates them in: each after the views it reads, alphabetically
+#: within a layer (the cost views read execution_runs only).
+APPLY_ORDER = [
+    "execution_runs",
+    "step_runs",
+    "workflow_cost_daily",
+    "workflow_version_cost",
+    *(view for view in REPORTING_VIEWS if not view.startswith("workflow_")),
     "workflow_performance",
 ]
 
@@ -596,7 +609,9 @@ def test_model_trailing_performance_equals_a_plain_python_recomputation(
     ("workflow_id", "expected"),
     [
         # 4 completed (one skewed) of 5 finished; latency 10, 20, 40 -> p95 20 + 0.9 * 20.
-        ("wf-perf", dict(total_executions=7, completed_executions=4, failed_executions=1,
+        # Loaded by ID only: no flow_name.
+        ("wf-perf", dict(flow_name=None, total_executions=7, completed_executions=4,
+            failed_executions=1,
             cancelled_executions=1, running_executions=1, finished_executions=5,
             success_rate=0.8, success_rate_low=wilson(4, 5)[0],
             success_rate_high=wilson(4, 5)[1], is_low_sample=True, skewed_executions=1,
@@ -616,6 +631,36 @@ def test_workflow_performance_matches_hand_computed_figures(
 ) -> None:
     row = one_row(scenario_db, "workflow_performance", workflow_id=workflow_id)
     assert_row(row, expected)
+
+
+def test_cost_views_keep_executions_loaded_by_id_only_as_unknown(scenario_db: Path) -> None:
+    """Never listed: no name, no version (a null version is its own row), no cost, and
+    neither dry runs nor deleted."""
+    row = one_row(scenario_db, "workflow_version_cost", workflow_id="wf-perf", version_id=None)
+    # Latency sample as in workflow_performance: 10, 20, 40 s (perf-4 is skewed).
+    assert_row(row, dict(flow_name=None, executions=7, executions_with_cost=0, total_cost=None,
+        completed_executions=4, cost_per_completed_execution=None, p50_latency_seconds=20.0,
+        p95_latency_seconds=38.0, first_started_at=datetime(2025, 12, 4, 9, tzinfo=UTC),
+        last_started_at=datetime(2025, 12, 4, 14, tzinfo=UTC)))  # fmt: skip
+    daily = query(
+        scenario_db,
+        "select started_date, executions, completed_executions, total_cost, flow_name"
+        " from eachlabs.workflow_cost_daily where workflow_id = 'wf-models' order by 1",
+    )
+    # Every execution starts on Dec 4 (the builder's default, or daily-1 at 23:59:59) but
+    # daily-2 and daily-3 (02:00 at +03:00) on Dec 5 and daily-4 on Dec 6.
+    assert [(r["started_date"], r["executions"], r["completed_executions"]) for r in daily] == [
+        (date(2025, 12, 4), 23, 15),
+        (date(2025, 12, 5), 2, 1),
+        (date(2025, 12, 6), 1, 0),
+    ]
+    assert {(r["total_cost"], r["flow_name"]) for r in daily} == {(None, None)}
+    flags = query(
+        scenario_db,
+        "select distinct is_dry_run, is_deleted from eachlabs.execution_runs"
+        " union select distinct is_dry_run, is_deleted from eachlabs.step_runs",
+    )
+    assert flags == [{"is_dry_run": False, "is_deleted": False}]
 
 
 def test_model_error_causes_shares_and_first_last_seen(scenario_db: Path) -> None:
@@ -676,13 +721,18 @@ GRAINS = {
     "model_error_causes": ["step_type", "model", "error", "error_cause"],
     "model_recent_changes": ["step_type", "model"],
     "model_trailing_performance": ["started_date", "step_type", "model"],
+    "workflow_cost_daily": ["workflow_id", "started_date"],
+    "workflow_version_cost": ["workflow_id", "version_id"],
 }
 NOT_NULL = {
-    "execution_runs": ["execution_id", "workflow_id", "status"],
-    "step_runs": ["execution_id", "step_id", "status", "workflow_id", "started_date"],
+    "execution_runs": ["execution_id", "workflow_id", "status", "is_dry_run", "is_deleted"],
+    "step_runs": ["execution_id", "step_id", "status", "workflow_id", "started_date"]
+    + ["is_dry_run", "is_deleted"],
     "model_daily_performance": ["started_date"],
     "workflow_performance": ["workflow_id"],
     "model_trailing_performance": ["started_date", "window_start_date"],
+    "workflow_cost_daily": ["workflow_id", "started_date"],
+    "workflow_version_cost": ["workflow_id", "first_started_at", "last_started_at"],
 }
 RATES = {
     "model_failure_rates": "failure_rate",
@@ -703,6 +753,8 @@ COUNTS = {
     "model_recent_changes": ["earlier_timed_steps", "earlier_finished_steps"]
     + ["earlier_failed_steps", "recent_timed_steps", "recent_finished_steps"]
     + ["recent_failed_steps"],
+    "workflow_cost_daily": ["executions", "executions_with_cost", "completed_executions"],
+    "workflow_version_cost": ["executions", "executions_with_cost", "completed_executions"],
 }
 
 
@@ -794,11 +846,14 @@ def test_error_cause_shares_add_up_to_one(scenario_db: Path) -> None:
 
 def test_views_are_applied_in_dependency_order() -> None:
     order = [view.name for view in order_views(discover_views())]
-    assert order == BASE_VIEWS + REPORTING_VIEWS
+    assert order == APPLY_ORDER
+    assert sorted(order) == sorted(BASE_VIEWS + REPORTING_VIEWS)
     dependencies = {view.name: view.dependencies for view in discover_views()}
     assert dependencies["execution_runs"] == ()
     assert dependencies["step_runs"] == ("execution_runs",)
     assert dependencies["workflow_performance"] == ("execution_runs", "step_runs")
+    assert dependencies["workflow_cost_daily"] == ("execution_runs",)
+    assert dependencies["workflow_version_cost"] == ("execution_runs",)
 
 
 def test_apply_views_is_idempotent_and_reads_its_own_dataset(
@@ -806,7 +861,7 @@ def test_apply_views_is_idempotent_and_reads_its_own_dataset(
 ) -> None:
     db = load_payloads(one_step_executions("alt", "m-alt", "completed", [1, 3]), "eachlabs_alt")
     with duckdb.connect(str(db)) as connection:
-        assert apply_views(connection, "eachlabs_alt") == BASE_VIEWS + REPORTING_VIEWS
+        assert apply_views(connection, "eachlabs_alt") == APPLY_ORDER
         # Empty decoys that would win if the views bound names through the search path.
         for table in ("step_outputs", "executions"):
             connection.execute(
@@ -1095,3 +1150,142 @@ def test_model_recent_changes_rates_lie_within_their_wilson_intervals(recent_db:
             """,
         )
         assert violations == []
+
+
+# --- dry runs and soft-deleted executions: kept in the base views, in no report ------------
+
+HONEST_SUMMARIES: dict[str, dict[str, Any]] = {
+    "honest-1": {"flow_name": "Honest flow", "version_id": "v1", "cost": 1},
+    "honest-dry": {"flow_name": "Dry flow", "version_id": "v1", "cost": 5, "dry_run": True},
+    "honest-gone": {"flow_name": "Gone flow", "version_id": "v1", "cost": 7,
+                    "deleted_at": "2026-02-03T00:00:00Z"},
+    "honest-dry-only-1": {"flow_name": "Dry only", "version_id": "v1", "dry_run": True},
+}  # fmt: skip
+#: What only the left-out executions hold: no reporting view may show any of it.
+LEFT_OUT_VALUES = {"m-dry-only", "m-gone-only", "E-gone", "wf-honest-dry-only", "Dry flow",
+                   "Gone flow", "Dry only"}  # fmt: skip
+
+
+def honesty_payloads() -> list[dict[str, Any]]:
+    """wf-honest: one kept execution (a 2 s m-honest step), then a dry run and a soft-deleted
+    failure, both later and with steps of m-honest and of models only they ran; and a
+    workflow run only as a dry run."""
+    dry_step = step("s2", "completed", model="m-dry-only", **timed("2026-02-02T10:00:50Z", 1))
+    gone_step = step("s2", "failed", model="m-gone-only", error="E-gone",
+                     **timed("2026-02-02T11:00:09Z", 1))  # fmt: skip
+    return [
+        timed_execution("honest-1", "wf-honest", "completed", "2026-02-01T10:00:00Z", 2,
+                        model="m-honest"),
+        timed_execution("honest-dry", "wf-honest", "completed", "2026-02-02T10:00:00Z", 50,
+                        model="m-honest", extra_steps=[dry_step]),
+        timed_execution("honest-gone", "wf-honest", "failed", "2026-02-02T11:00:00Z", 9,
+                        model="m-honest", extra_steps=[gone_step]),
+        timed_execution("honest-dry-only-1", "wf-honest-dry-only", "completed",
+                        "2026-02-01T12:00:00Z", 3, model="m-dry-only"),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def honest_db(load_payloads_session: Callable[..., Path]) -> Path:
+    return load_payloads_session(honesty_payloads(), summaries=HONEST_SUMMARIES)
+
+
+def test_base_views_keep_dry_runs_and_deleted_executions_flagged(honest_db: Path) -> None:
+    executions = {
+        row["execution_id"]: (row["is_dry_run"], row["is_deleted"], row["flow_name"])
+        for row in query(honest_db, "select * from eachlabs.execution_runs")
+    }
+    assert executions == {
+        "honest-1": (False, False, "Honest flow"),
+        "honest-dry": (True, False, "Dry flow"),
+        "honest-gone": (False, True, "Gone flow"),
+        "honest-dry-only-1": (True, False, "Dry only"),
+    }
+    steps = {
+        (row["execution_id"], row["step_id"]): (row["is_dry_run"], row["is_deleted"])
+        for row in query(honest_db, "select * from eachlabs.step_runs")
+    }
+    assert steps == {
+        ("honest-1", "s1"): (False, False),
+        ("honest-dry", "s1"): (True, False),
+        ("honest-dry", "s2"): (True, False),
+        ("honest-gone", "s1"): (False, True),
+        ("honest-gone", "s2"): (False, True),
+        ("honest-dry-only-1", "s1"): (True, False),
+    }
+    deleted_at = query(
+        honest_db,
+        "select deleted_at from eachlabs.execution_runs where execution_id = 'honest-gone'",
+    )
+    assert deleted_at == [{"deleted_at": datetime(2026, 2, 3, tzinfo=UTC)}]
+
+
+#: Every reporting view's rows on `honest_db`: the figures of honest-1 alone (a completed
+#: 2 s execution whose one m-honest step took 2 s, on 2026-02-01, costing 1).
+HONEST_STEP = datetime(2026, 2, 1, 10, tzinfo=UTC)
+HONEST_ROWS: dict[str, list[dict[str, Any]]] = {
+    "model_daily_performance": [dict(started_date=date(2026, 2, 1), model="m-honest",
+        total_steps=1, completed_steps=1, failed_steps=0, finished_steps=1, p50_seconds=2.0,
+        p95_seconds=2.0)],
+    "model_error_causes": [],  # the only failures were the deleted execution's
+    "model_failure_rates": [dict(model="m-honest", total_steps=1, completed_steps=1,
+        failed_steps=0, finished_steps=1, failure_rate=0.0)],
+    # The windows end at honest-1's step, not at the later dry run's or deleted one's.
+    "model_recent_changes": [dict(model="m-honest", window_end_at=HONEST_STEP,
+        recent_timed_steps=1, recent_finished_steps=1, recent_failed_steps=0,
+        recent_p95_seconds=2.0, earlier_finished_steps=0)],
+    "model_trailing_performance": [dict(started_date=date(2026, 2, 1), model="m-honest",
+        finished_steps=1, failed_steps=0, timed_steps=1, p50_seconds=2.0)],
+    "step_latency_by_model": [dict(model="m-honest", completed_steps=1, p50_seconds=2.0,
+        max_seconds=2.0)],
+    "step_latency_by_model_version": [dict(model="m-honest", model_version="1.0",
+        completed_steps=1, p50_seconds=2.0, max_seconds=2.0)],
+    "workflow_cost_daily": [dict(started_date=date(2026, 2, 1), workflow_id="wf-honest",
+        flow_name="Honest flow", executions=1, executions_with_cost=1, total_cost=1.0,
+        completed_executions=1, cost_per_completed_execution=1.0)],
+    # The name of the kept execution, not of the later dry run.
+    "workflow_performance": [dict(workflow_id="wf-honest", flow_name="Honest flow",
+        total_executions=1, completed_executions=1, failed_executions=0,
+        finished_executions=1, success_rate=1.0, p50_seconds=2.0, p95_seconds=2.0,
+        slowest_model="m-honest", slowest_model_p50_seconds=2.0)],
+    "workflow_version_cost": [dict(workflow_id="wf-honest", version_id="v1",
+        flow_name="Honest flow", executions=1, executions_with_cost=1, total_cost=1.0,
+        completed_executions=1, cost_per_completed_execution=1.0, p50_latency_seconds=2.0,
+        first_started_at=HONEST_STEP, last_started_at=HONEST_STEP)],
+}  # fmt: skip
+
+
+def test_every_reporting_view_has_honest_expectations() -> None:
+    assert sorted(HONEST_ROWS) == REPORTING_VIEWS
+
+
+@pytest.mark.parametrize("view", REPORTING_VIEWS)
+def test_reporting_views_leave_out_dry_runs_and_deleted_executions(
+    honest_db: Path, view: str
+) -> None:
+    rows = query(honest_db, f"select * from eachlabs.{view} order by all")
+    shown = {value for row in rows for value in row.values() if isinstance(value, str)}
+    assert shown.isdisjoint(LEFT_OUT_VALUES), shown & LEFT_OUT_VALUES
+    assert len(rows) == len(HONEST_ROWS[view])
+    for actual, expected in zip(rows, HONEST_ROWS[view], strict=True):
+        assert_row(actual, expected)
+
+
+@pytest.mark.parametrize("view", REPORTING_VIEWS)
+def test_reporting_views_filter_on_both_flags(view: str) -> None:
+    """Each reporting view, or the table macro it reads (in both dialects), keeps only
+    `not is_dry_run and not is_deleted` rows."""
+    code = re.sub(r"--[^\n]*", "", (REPO / "sql" / f"{view}.sql").read_text(encoding="utf-8"))
+    macros = {
+        "step_latency(": "step_latency",
+        "trailing_week(": "trailing_week",
+    }
+    called = [name for call, name in macros.items() if call in code]
+    sources = [code] if not called else [
+        macro.sql
+        for dialect in ("duckdb", "postgres")
+        for macro in discover_macros(dialect=dialect)
+        if macro.name in called
+    ]  # fmt: skip
+    for source in sources:
+        assert re.search(r"not (\w+\.)?is_dry_run\s+and not (\w+\.)?is_deleted", source), view

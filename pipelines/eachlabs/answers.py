@@ -1,6 +1,7 @@
-"""Reading the API's answers: the whole body within a deadline, the execution object of a 200,
-`Retry-After`, and the error text of any other status. No requests are sent here: the client
-(`client.py`) sends them and decides what to retry.
+"""Reading the API's answers: the whole body within a deadline (and the budget of bytes read at
+once), the execution object (or list page) of a 200, `Retry-After`, and the error text of any
+other status. No requests are sent here: the client (`client.py`) sends them and decides what
+to retry.
 """
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
@@ -19,6 +23,8 @@ from pipelines.eachlabs.errors import PayloadError
 
 _DELTA_SECONDS = re.compile(r"[0-9]+")
 _READ_SIZE = 1 << 16
+#: Longest wait of a body for its turn to be read (it is read anyway afterwards).
+_MAX_BUDGET_WAIT_S = 30.0
 
 
 class Retryable(Exception):
@@ -118,6 +124,34 @@ def decode_execution(body: bytes, execution_id: str) -> dict[str, Any]:
     return payload
 
 
+def decode_list_page(body: bytes) -> dict[str, Any]:
+    """The `ListExecutionsResponse` of a 200 body: an object whose `executions` is a list.
+
+    Read like an execution's body (`decode_execution`); what the page's fields mean is the
+    listing's business (`listing.py`), which trusts its items no more than a payload.
+    """
+    try:
+        page = json.loads(body, parse_constant=_refuse_constant)
+    except _NotJson as exc:
+        raise PayloadError(f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise PayloadError("JSON body nested too deeply to read (over ~1,000 levels)") from None
+    except ValueError as exc:
+        raise Retryable(
+            f"malformed JSON body ({exc.__class__.__name__}: {short(exc)})",
+            200,
+            is_payload_problem=True,
+        ) from None
+    if not isinstance(page, dict) or not isinstance(page.get("executions"), list):
+        kind = _json_kind(page.get("executions") if isinstance(page, dict) else page)
+        raise Retryable(
+            f"expected a list page (an object with an 'executions' list), got {kind}",
+            200,
+            is_payload_problem=True,
+        )
+    return page
+
+
 def _json_kind(value: Any) -> str:
     names = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
@@ -155,3 +189,44 @@ def error_text(body: bytes) -> str:
 
 def short(exc: BaseException) -> str:
     return str(exc)[:300]
+
+
+def announced_size(response: requests.Response) -> int:
+    """The body's size from its Content-Length header (0 when absent or not a number)."""
+    try:
+        return max(0, int(response.headers.get("Content-Length", "0")))
+    except ValueError:
+        return 0
+
+
+class ByteBudget:
+    """Bytes that may be read at once: a body waits while others hold the budget, unless it
+    would be the only one (a body larger than the whole budget is read alone). A wait ends
+    when `stop` is set (the fetch is abandoned) or after `_MAX_BUDGET_WAIT_S` (the body is
+    then read anyway), so that no request waits unbounded."""
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self._limit = limit
+        self._stop = stop
+        self._held = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[float]:
+        """Hold `size` bytes of the budget; yields how many seconds it waited for them."""
+        started = time.monotonic()
+        with self._changed:
+            while (
+                self._held
+                and self._held + size > self._limit
+                and not self._stop.is_set()
+                and time.monotonic() - started < _MAX_BUDGET_WAIT_S
+            ):
+                self._changed.wait(timeout=0.5)
+            self._held += size
+        try:
+            yield time.monotonic() - started
+        finally:
+            with self._changed:
+                self._held -= size
+                self._changed.notify_all()

@@ -1,4 +1,5 @@
-"""HTTP client of the Eachlabs Workflows API: one execution by ID, retried, many concurrently.
+"""HTTP client of the Eachlabs Workflows API: one execution by ID, retried, many concurrently;
+and one page of a workflow's executions list, retried the same way (`listing.py` pages it).
 
 Retries are a tenacity policy (the library dlt's own `requests` helper builds on) rather than
 that helper, because every failed ID is recorded with how many attempts it took and why, which
@@ -16,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +27,11 @@ from requests.adapters import HTTPAdapter
 
 from pipelines.eachlabs import settings
 from pipelines.eachlabs.answers import (
+    ByteBudget,
     Retryable,
+    announced_size,
     decode_execution,
+    decode_list_page,
     error_text,
     read_body,
     retry_after_s,
@@ -50,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 #: About how many bytes of answers the fetcher reads at once, however big each one is.
 _IN_FLIGHT_MAX_BYTES = 32 * 1024 * 1024
-#: Longest wait of a body for its turn to be read (it is read anyway afterwards).
-_MAX_BUDGET_WAIT_S = 30.0
 
 _NETWORK_ERRORS = (
     requests.ConnectionError,
@@ -130,7 +131,7 @@ class EachlabsClient:
         # The largest body seen: fetch_many queues fewer IDs once answers are big, and big
         # bodies are read a few at a time (at most about _IN_FLIGHT_MAX_BYTES at once).
         self._largest_body_bytes = 0
-        self._read_budget = _ByteBudget(_IN_FLIGHT_MAX_BYTES, self._stop)
+        self._read_budget = ByteBudget(_IN_FLIGHT_MAX_BYTES, self._stop)
         self._throttled_out: str | None = None
         self._adapter = HTTPAdapter(
             pool_connections=1, pool_maxsize=pool_size or config.concurrency, max_retries=0
@@ -196,10 +197,49 @@ class EachlabsClient:
     def _fetch(self, execution_id: str) -> tuple[dict[str, Any], int, int]:
         """`fetch_execution`, also returning the size of the answer's body."""
         validate_execution_id(execution_id)
-        url = f"{self.base_url}/executions/{execution_id}"
+        request = _Request(
+            url=f"{self.base_url}/executions/{execution_id}",
+            params={"timeout": self.long_poll_timeout_s},
+            subject=f"execution {execution_id}",
+            decode=lambda body: decode_execution(body, execution_id),
+            not_found_word="execution",
+        )
+        return self._get(request)
+
+    def fetch_list_page(
+        self, workflow_id: str, offset: int, limit: int, bulk_id: str | None = None
+    ) -> tuple[dict[str, Any], int]:
+        """One page of `GET {base_url}/workflows/{id}/executions`, retried like an execution.
+
+        Returns:
+            The decoded `ListExecutionsResponse` (an object whose `executions` is a list) and
+            the number of attempts it took.
+
+        Raises:
+            InvalidIdError: the workflow or bulk ID is not a single safe path segment.
+            NotFoundError: the API does not know the workflow (404).
+            Everything `fetch_execution` raises, for the same reasons.
+        """
+        validate_execution_id(workflow_id, "workflow")
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if bulk_id is not None:
+            params["bulk_id"] = validate_execution_id(bulk_id, "bulk")
+        request = _Request(
+            url=f"{self.base_url}/workflows/{workflow_id}/executions",
+            params=params,
+            subject=f"workflow {workflow_id} (offset {offset})",
+            decode=decode_list_page,
+            not_found_word="flow",
+        )
+        page, attempts, _ = self._get(request)
+        return page, attempts
+
+    def _get(self, request: _Request) -> tuple[dict[str, Any], int, int]:
+        """One GET with the retry policy (see the module docstring); returns the decoded
+        body, the attempts it took and the size of the body."""
         attempts = 0
         has_reached_server = False
-        waited_until = 0.0  # the end of the shared pause this ID already waited for
+        waited_until = 0.0  # the end of the shared pause this request already waited for
 
         def attempt() -> tuple[dict[str, Any], int]:
             nonlocal attempts, has_reached_server, waited_until
@@ -210,7 +250,7 @@ class EachlabsClient:
                 raise TransientError("stopped before it finished", None, attempts)
             attempts += 1
             try:
-                return self._attempt(url, execution_id, attempts)
+                return self._attempt(request, attempts)
             except Retryable as exc:
                 has_reached_server = has_reached_server or exc.has_reached_server
                 raise
@@ -225,15 +265,15 @@ class EachlabsClient:
                 # same Retry-After do not all come back at once.
                 delay = max(delay, exc.retry_after_s * (1 + random.random() * 0.1))
             if isinstance(exc, Retryable) and exc.is_throttled:
-                # The API throttles the client, not this ID: every worker pauses as long.
+                # The API throttles the client, not this request: every worker pauses as long.
                 waited_until = self._pause_all(delay)
             return delay
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             logger.debug(
-                "execution %s attempt %d failed (%s); retrying in %.2fs",
-                execution_id, state.attempt_number, exc,
+                "%s attempt %d failed (%s); retrying in %.2fs",
+                request.subject, state.attempt_number, exc,
                 state.next_action.sleep if state.next_action else 0.0,
             )  # fmt: skip
 
@@ -256,21 +296,21 @@ class EachlabsClient:
                 message, exc.http_status, attempts, has_reached_server=has_reached_server
             ) from None
 
-    def _attempt(self, url: str, execution_id: str, attempt: int) -> tuple[dict[str, Any], int]:
-        """One request; returns the payload and the size of its body, or raises (`Retryable`
-        when worth another try)."""
+    def _attempt(self, request: _Request, attempt: int) -> tuple[dict[str, Any], int]:
+        """One request; returns the decoded body and its size, or raises (`Retryable` when
+        worth another try)."""
         deadline = time.monotonic() + self.request_timeout_s
         try:
             # Redirects are never followed: requests would resend X-API-Key to any host
             # (it strips only Authorization), even over plain http.
             response = self._session().get(
-                url,
-                params={"timeout": self.long_poll_timeout_s},
+                request.url,
+                params=request.params,
                 timeout=(min(10.0, self.request_timeout_s), self.request_timeout_s),
                 allow_redirects=False,
                 stream=True,
             )
-            expected_bytes = _announced_size(response)
+            expected_bytes = announced_size(response)
             if expected_bytes == 0 or "Content-Encoding" in response.headers:
                 # A compressed or unannounced body may be as big as the largest seen so far.
                 expected_bytes = max(expected_bytes, self._largest_body_bytes)
@@ -307,7 +347,7 @@ class EachlabsClient:
         self._largest_body_bytes = max(self._largest_body_bytes, size, 1)
         if status == 200:
             try:
-                return decode_execution(body, execution_id), len(body)
+                return request.decode(body), len(body)
             except PayloadError as exc:  # the fetch layer adds what the body knows nothing of
                 # attempts=1 as before this refactor (fetch_errors unchanged), though an
                 # earlier attempt may have been retried.
@@ -328,12 +368,13 @@ class EachlabsClient:
             )
         if status == 404:
             message = error_text(body)
-            if "execution" not in message.lower():
-                # The API says "execution not found"; any other 404 means the URL
-                # is wrong, and would otherwise pass silently as "not found".
+            if request.not_found_word not in message.lower():
+                # The API says "execution not found" ("workflow not found"); any other 404
+                # means the URL is wrong, and would otherwise pass silently as "not found".
+                path = request.url[len(self.base_url) :].rsplit("/", 1)[0]
                 raise ConfigError(
-                    f"{self.base_url}/executions/... answered 404 ({message[:100]}), "
-                    "not the API's 'execution not found': check base_url "
+                    f"{self.base_url}{path}/... answered 404 ({message[:100]}), not the "
+                    f"API's '{request.not_found_word} ... not found': check base_url "
                     f"(e.g. {settings.DEFAULT_BASE_URL})"
                 )
             raise NotFoundError(f"not found: {message}", http_status=404, attempts=attempt)
@@ -391,7 +432,7 @@ class EachlabsClient:
         At most `concurrency` requests are in flight and about twice that many IDs are queued,
         so memory stays flat however many IDs there are; fewer once answers are big, and big
         bodies are read a few at a time, so that it stays flat however large they are too
-        (see `_queue_depth` and `_ByteBudget`).
+        (see `_queue_depth` and `ByteBudget`).
 
         An AuthError or ConfigError stops everything at once, and so does a server that cannot
         be reached at all: when the first `concurrency` results are all connection failures,
@@ -415,7 +456,7 @@ class EachlabsClient:
                     pending.add(pool.submit(self._fetch_result, execution_id))
                 if not pending:
                     if unreachable_streak and not self.has_reached_server:
-                        raise self._unreachable(last_error)
+                        raise self.unreachable_error(last_error)
                     return
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -426,13 +467,14 @@ class EachlabsClient:
                         unreachable_streak += 1
                         last_error = result.error
                         if unreachable_streak >= concurrency:
-                            raise self._unreachable(last_error)
+                            raise self.unreachable_error(last_error)
                     yield result
         finally:
             self._stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _unreachable(self, error: BaseException | None) -> ConfigError:
+    def unreachable_error(self, error: BaseException | None) -> ConfigError:
+        """The error of a run that could not reach the API at all."""
         return ConfigError(
             f"cannot reach {self.base_url}: {error}. Check base_url and the network; "
             "nothing was loaded"
@@ -462,45 +504,17 @@ class EachlabsClient:
             return FetchResult(execution_id, None, error, 0, time.time())
 
 
-def _announced_size(response: requests.Response) -> int:
-    """The body's size from its Content-Length header (0 when absent or not a number)."""
-    try:
-        return max(0, int(response.headers.get("Content-Length", "0")))
-    except ValueError:
-        return 0
+@dataclass(frozen=True)
+class _Request:
+    """One GET of the API: where, with which query, and how to read its 200 body."""
 
-
-class _ByteBudget:
-    """Bytes that may be read at once: a body waits while others hold the budget, unless it
-    would be the only one (a body larger than the whole budget is read alone). A wait ends
-    when `stop` is set (the fetch is abandoned) or after `_MAX_BUDGET_WAIT_S` (the body is
-    then read anyway), so that no request waits unbounded."""
-
-    def __init__(self, limit: int, stop: threading.Event) -> None:
-        self._limit = limit
-        self._stop = stop
-        self._held = 0
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def hold(self, size: int) -> Iterator[float]:
-        """Hold `size` bytes of the budget; yields how many seconds it waited for them."""
-        started = time.monotonic()
-        with self._changed:
-            while (
-                self._held
-                and self._held + size > self._limit
-                and not self._stop.is_set()
-                and time.monotonic() - started < _MAX_BUDGET_WAIT_S
-            ):
-                self._changed.wait(timeout=0.5)
-            self._held += size
-        try:
-            yield time.monotonic() - started
-        finally:
-            with self._changed:
-                self._held -= size
-                self._changed.notify_all()
+    url: str
+    params: dict[str, Any]
+    subject: str  # for log lines: "execution <id>", "workflow <id> (offset n)"
+    decode: Callable[[bytes], dict[str, Any]]
+    #: The word a 404 from the API itself names ("execution not found"): any other 404
+    #: means base_url is wrong.
+    not_found_word: str
 
 
 def _is_unreachable(result: FetchResult) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,10 +68,13 @@ def fetch_batches(
     on_progress: Callable[[FetchReport], None] | None,
     *,
     on_fetched: Callable[[FetchReport], None] | None = None,
+    summaries: Mapping[str, Mapping[str, Any]] | None = None,
+    first_errors: list[dict[str, Any]] | None = None,
 ) -> Iterator[TableBatch]:
     """Fetch the executions and yield them as columnar batches; the last batch carries the
-    run's fetch_errors (rejected IDs included). Closes the client at the end, and calls
-    `on_fetched` with the report before the last batch."""
+    run's fetch_errors (rejected IDs and `first_errors` included). Closes the client at the
+    end, and calls `on_fetched` with the report before the last batch. `summaries` gives an
+    execution's summary columns by ID."""
     # An iterator's length is unknown: its caller counts what it requested.
     if isinstance(execution_ids, Sized):
         report.requested = len(execution_ids) + len(rejected_ids)
@@ -79,6 +82,8 @@ def fetch_batches(
     now = time.time()
     for execution_id, reason in rejected_ids.items():
         report.errors.append(error_row(execution_id, None, reason, 0, now))
+    report.errors.extend(first_errors or [])
+    summaries = summaries or {}
 
     batch_size, batch_max_bytes = batch_limits
     batch = ExecutionBatch()
@@ -86,7 +91,7 @@ def fetch_batches(
     has_shown_progress = False
     try:
         for result in client.fetch_many(execution_ids, concurrency):
-            add_result(batch, result, report)
+            add_result(batch, result, report, summaries.get(result.execution_id))
             # A slow API fills batches slowly: hand them on after BATCH_MAX_AGE_S anyway, so
             # that converting and extracting them overlaps the fetching instead of waiting
             # for its end.
@@ -108,19 +113,30 @@ def fetch_batches(
         on_progress(report)
     if on_fetched is not None:
         on_fetched(report)
-    errors = fetch_errors_table(sorted(report.errors, key=lambda row: row["execution_id"]))
+    errors = fetch_errors_table(sorted(report.errors, key=_error_order))
     # Always send the final tables, even empty, so that dlt creates every table on a first run.
     yield TableBatch(tables=batch.to_arrow(), errors=errors)
 
 
-def add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) -> None:
-    """Add a fetched payload's rows to `batch`, or record why there are none in `report`."""
+def _error_order(row: dict[str, Any]) -> tuple[str, str]:
+    return (row["execution_id"] or "", row.get("workflow_id") or "")
+
+
+def add_result(
+    batch: ExecutionBatch,
+    result: FetchResult,
+    report: FetchReport,
+    summary: Mapping[str, Any] | None = None,
+) -> None:
+    """Add a fetched payload's rows to `batch` (with its summary columns, if any), or record
+    why there are none in `report`."""
     report.body_bytes += result.body_bytes
     report.largest_body_bytes = max(report.largest_body_bytes, result.body_bytes)
     error: FetchError | PayloadError | None = result.error
     if error is None:
         try:
-            batch.add(execution_to_rows(result.payload or {}, int(result.finished_at * 1e6)))
+            fetched_at_us = int(result.finished_at * 1e6)
+            batch.add(execution_to_rows(result.payload or {}, fetched_at_us, summary))
             report.loaded += 1
             return
         except PayloadError as exc:  # recorded, never half-loaded
@@ -140,12 +156,15 @@ def add_result(batch: ExecutionBatch, result: FetchResult, report: FetchReport) 
 
 
 def error_row(
-    execution_id: str, http_status: int | None, error: str, attempts: int, at: float
+    execution_id: str | None, http_status: int | None, error: str, attempts: int, at: float
 ) -> dict[str, Any]:
-    """A fetch_errors row (`last_attempt_at` in epoch microseconds)."""
+    """A fetch_errors row (`last_attempt_at` in epoch microseconds; execution_id None for a
+    workflow's listing, whose `workflow_id` the caller sets)."""
     return {
         # Rejected IDs come from the user and may hold undecodable bytes: keep them visible.
-        "execution_id": execution_id.encode("utf-8", "backslashreplace").decode("utf-8"),
+        "execution_id": None
+        if execution_id is None
+        else execution_id.encode("utf-8", "backslashreplace").decode("utf-8"),
         "http_status": http_status,
         "error": error.encode("utf-8", "backslashreplace").decode("utf-8"),
         "attempts": attempts,

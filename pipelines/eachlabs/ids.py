@@ -13,11 +13,16 @@ from pipelines.eachlabs.errors import InvalidIdError
 _SAFE_ID = re.compile(r"[A-Za-z0-9_~.-]{1,200}")
 
 
-def validate_execution_id(execution_id: str) -> str:
-    """Return the ID unchanged if it is a single safe path segment, else raise InvalidIdError."""
-    if not _SAFE_ID.fullmatch(execution_id) or set(execution_id) == {"."}:
+def validate_execution_id(execution_id: str, kind: str = "execution") -> str:
+    """Return the ID unchanged if it is a single safe path segment, else raise InvalidIdError
+    (`kind` names what it identifies in the message: execution, workflow, bulk)."""
+    if (
+        not isinstance(execution_id, str)
+        or not _SAFE_ID.fullmatch(execution_id)
+        or set(execution_id) == {"."}
+    ):
         raise InvalidIdError(
-            f"invalid execution id {execution_id[:80]!r}: an ID must be 1-200 characters of "
+            f"invalid {kind} id {str(execution_id)[:80]!r}: an ID must be 1-200 characters of "
             "letters, digits, '-', '_', '.', '~' and not only dots; it was not sent"
         )
     return execution_id

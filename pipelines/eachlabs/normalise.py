@@ -23,6 +23,7 @@ from pipelines.eachlabs.tables import (
     JSON_COLUMNS,
     STEP_OUTPUTS_SCHEMA,
     STEP_PARAMS_SCHEMA,
+    SUMMARY_TYPES,
     TIMESTAMP,
     TOMBSTONE_COLUMN,
 )
@@ -63,6 +64,8 @@ _PLAIN_TEXT_COLUMNS = {
         ("step_params", STEP_PARAMS_SCHEMA),
     )
 }
+
+_NO_SUMMARY: dict[str, Any] = dict.fromkeys(SUMMARY_TYPES)
 
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _ENCODE_JSON_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -214,8 +217,15 @@ class ExecutionRows:
     params: list[dict[str, Any]]
 
 
-def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> ExecutionRows:
+def execution_to_rows(
+    payload: Mapping[str, Any],
+    fetched_at_us: int,
+    summary: Mapping[str, Any] | None = None,
+) -> ExecutionRows:
     """Convert one `ExecutionDetails` payload into its rows of the three tables.
+
+    `summary` holds the execution's summary columns (`summaries.summary_columns`), which the
+    detail payload does not carry; None leaves them null.
 
     A known field of an unexpected kind (a number for `workflow_id`, an object for a step's
     `error`, a list for `params`, a timestamp out of range) is kept in `extra_fields` (or
@@ -229,7 +239,7 @@ def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> Executi
     if not isinstance(execution_id, str) or not execution_id:
         raise PayloadError("payload has no execution_id string")
     try:
-        rows = _execution_rows(execution_id, payload, fetched_at_us)
+        rows = _execution_rows(execution_id, payload, fetched_at_us, summary or _NO_SUMMARY)
     except RecursionError:
         raise PayloadError("a value is nested too deeply to store as JSON") from None
     except (ValueError, TypeError, OverflowError) as exc:
@@ -240,7 +250,10 @@ def execution_to_rows(payload: Mapping[str, Any], fetched_at_us: int) -> Executi
 
 
 def _execution_rows(
-    execution_id: str, payload: Mapping[str, Any], fetched_at_us: int
+    execution_id: str,
+    payload: Mapping[str, Any],
+    fetched_at_us: int,
+    summary: Mapping[str, Any],
 ) -> ExecutionRows:
     drift = _Drift(payload)
     step_map = payload.get("step_outputs")
@@ -268,6 +281,7 @@ def _execution_rows(
         params.extend(step_params)
     execution["extra_fields"] = drift.extra_fields(KNOWN_EXECUTION_FIELDS)
     execution.update(_derived_times(execution["started_at"], execution["completed_at"]))
+    execution.update({name: summary.get(name) for name in SUMMARY_TYPES})
     _carry_execution_columns(execution, steps)
     return ExecutionRows(execution, steps, params)
 
@@ -282,7 +296,8 @@ def _derived_times(started_us: int | None, completed_us: int | None) -> dict[str
 
 
 def _carry_execution_columns(execution: dict[str, Any], steps: list[dict[str, Any]]) -> None:
-    """Copy the execution's workflow, status and start onto its step rows, with the UTC day.
+    """Copy the execution's workflow, status, start and summary flags (dry run, soft
+    deletion) onto its step rows, with the UTC day.
 
     The step-level views group by these; carrying them on `step_outputs` saves joining every
     step to its execution (and a time-zone conversion per step) on every read. A step row is
@@ -296,6 +311,8 @@ def _carry_execution_columns(execution: dict[str, Any], steps: list[dict[str, An
         row["workflow_id"] = execution["workflow_id"]
         row["execution_status"] = execution["status"]
         row["execution_started_at"] = execution["started_at"]
+        row["execution_dry_run"] = execution["dry_run"]
+        row["execution_deleted_at"] = execution["deleted_at"]
         row["started_date"] = None if started_us is None else started_us // _MICROSECONDS_PER_DAY
 
 

@@ -185,6 +185,14 @@ class EachlabsSettings:
         _whole(1),
     )
 
+    listing_overlap_s: float = _setting(
+        3600.0,
+        "`load --workflow` stops paging a workflow once a whole page was created this long "
+        "before the newest execution the last run listed (1 hour): executions that appear "
+        "late in the list are still found.",
+        _seconds(above_zero=False),
+    )
+
     def check(self, names: Iterable[str] | None = None) -> EachlabsSettings:
         """Raise ConfigError naming the first setting (of `names`, default all) that breaks its
         rule; with all settings, also the rules between settings. Returns self."""

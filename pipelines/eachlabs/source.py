@@ -9,7 +9,7 @@ shapes and hints are in `tables`, settings in `settings`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import dlt
@@ -56,6 +56,8 @@ def eachlabs_source(
     config: Any = None,
     on_fetched: Callable[[FetchReport], None] | None = None,
     has_reached_server: bool = False,
+    summaries: Mapping[str, Mapping[str, Any]] | None = None,
+    first_errors: Iterable[dict[str, Any]] = (),
     **options: Any,
 ) -> Any:
     """Executions fetched by ID from `GET {base_url}/executions/{id}`.
@@ -71,6 +73,10 @@ def eachlabs_source(
             the last batch (and so before it normalises and loads them).
         has_reached_server: An earlier chunk of the run got answers from the API: connection
             failures are then failures of their IDs, not an unreachable API.
+        summaries: Summary columns by execution ID (`summaries.summary_columns`, from a
+            listing or carried over from the stored row); executions without stay null there.
+        first_errors: fetch_errors rows recorded before fetching (a workflow whose listing
+            failed), loaded with the run's other errors.
         config: Resolved `EachlabsSettings` (see `settings.resolve_settings`); when None,
             they are resolved here, with `options` beating dlt config.
         options: Settings by name (`api_key`, `base_url`, `concurrency`, ...: every field of
@@ -94,7 +100,7 @@ def eachlabs_source(
         yield from fetch_batches(
             client, as_ids(execution_ids), config.concurrency,
             (config.batch_size, config.batch_max_bytes), rejected_ids or {}, report, on_progress,
-            on_fetched=on_fetched,
+            on_fetched=on_fetched, summaries=summaries or {}, first_errors=list(first_errors),
         )  # fmt: skip
 
     return table_resources(fetched_batches)

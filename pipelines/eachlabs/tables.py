@@ -12,6 +12,19 @@ import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+#: The summary columns of `executions`, from the list endpoint (see docs/tables.md).
+SUMMARY_TYPES: dict[str, pa.DataType] = {
+    "flow_name": pa.string(),
+    "version_id": pa.string(),
+    "created_at": TIMESTAMP,
+    "updated_at": TIMESTAMP,
+    "deleted_at": TIMESTAMP,
+    "dry_run": pa.bool_(),
+    "cost": pa.string(),
+    "cost_total": pa.float64(),
+    "triggered_by": pa.string(),
+}
+
 #: Name of the hard-delete marker column (see the tombstone rows of `normalise.ExecutionBatch`).
 TOMBSTONE_COLUMN = "_tombstone"
 
@@ -38,6 +51,9 @@ EXECUTIONS_SCHEMA = pa.schema(
         # Derived here once rather than by the views on every read (see `_derived_times`).
         _field("latency_seconds", pa.float64()),
         _field("started_date", pa.date32()),
+        # From the list endpoint's summary (`summaries.summary_columns`); null for executions
+        # never listed, and carried over from the stored row when one is loaded by ID again.
+        *(_field(name, type_) for name, type_ in SUMMARY_TYPES.items()),
     ]
 )
 
@@ -73,6 +89,9 @@ STEP_OUTPUTS_SCHEMA = pa.schema(
         _field("execution_started_at", TIMESTAMP),
         _field("started_date", pa.date32()),
         _field(TOMBSTONE_COLUMN, pa.bool_()),
+        # The execution's summary flags, carried like the columns above (null: unknown).
+        _field("execution_dry_run", pa.bool_()),
+        _field("execution_deleted_at", TIMESTAMP),
     ]
 )
 
@@ -89,17 +108,19 @@ STEP_PARAMS_SCHEMA = pa.schema(
 
 FETCH_ERRORS_SCHEMA = pa.schema(
     [
-        _field("execution_id", pa.string(), nullable=False),
+        # Null on a row about a workflow's listing (then `workflow_id` names the workflow).
+        _field("execution_id", pa.string()),
         _field("http_status", pa.int64()),
         _field("error", pa.string()),
         _field("attempts", pa.int64()),
         _field("last_attempt_at", TIMESTAMP),
+        _field("workflow_id", pa.string()),
     ]
 )
 
 #: Columns holding JSON text; dlt is told to create them as JSON columns.
 JSON_COLUMNS = {
-    "executions": ("inputs", "output", "extra_fields"),
+    "executions": ("inputs", "output", "extra_fields", "cost"),
     "step_outputs": ("output", "primary_output", "input", "metadata_extra", "extra_fields"),
     "step_params": ("param_value",),
 }
@@ -154,7 +175,4 @@ TABLE_HINTS: dict[str, dict[str, Any]] = {
 
 #: fetch_errors holds the latest run's errors only: replaced by a run's first chunk (later
 #: chunks of the same run append, see `pipelines.load`).
-FETCH_ERRORS_HINTS: dict[str, Any] = {
-    "write_disposition": "replace",
-    "columns": {"execution_id": {"nullable": False}},
-}
+FETCH_ERRORS_HINTS: dict[str, Any] = {"write_disposition": "replace"}

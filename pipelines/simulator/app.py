@@ -1,7 +1,8 @@
 """The simulator's application layer: the two read endpoints as plain calls, no sockets.
 
 `SimulatorApp.handle(method, path, query, headers)` answers a `Response` (status, headers,
-body) from the generated `Dataset`, the hand-made payloads and the simulated clock. A long-poll
+body) from the generated `Dataset`, the hand-made payloads and the simulated clock (the list
+endpoint's summaries, orders and new arrivals come from `listing.py`). A long-poll
 on a running execution blocks the calling thread until the execution changes (the clock
 passes its end, `advance`, `put_execution`, `remove_execution`, `stop_waiting`) or its
 `timeout` runs out, so tests can drive it from a thread without any HTTP. `server.py` puts it
@@ -22,8 +23,15 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipelines.simulator.plans import US, Dataset, ExecutionPlan
+from pipelines.simulator.listing import (
+    HAND_MADE_FLOW_NAME,
+    ListOrder,
+    inserted_execution,
+    summary_of_payload,
+)
+from pipelines.simulator.plans import US, Dataset
 from pipelines.simulator.render import render_execution, render_summary
+from pipelines.simulator.summaries import summary_facts
 
 API_PREFIX = "/api/v1"
 API_KEY_HEADER = "X-API-Key"
@@ -37,7 +45,6 @@ PLAN_CACHE_SIZE = 16_384
 _EXECUTION_PATH = re.compile(rf"^{API_PREFIX}/executions/([^/]+)$")
 _LIST_PATH = re.compile(rf"^{API_PREFIX}/workflows/([^/]+)/executions$")
 _UNSIGNED_INT = re.compile(r"^[0-9]{1,9}$")
-_HAND_MADE_FLOW_NAME = "Hand-made workflow"
 
 
 @dataclass
@@ -108,17 +115,35 @@ class SimulatorApp:
         time_scale: Simulated seconds per real second once `start_clock` is called; 0 freezes
             the clock, which then only moves with `advance`.
         long_poll: When False, running executions are answered at once whatever `timeout`.
+        list_order: "newest_first", or "shuffled": the list endpoint orders each workflow's
+            executions by `listing.shuffle_key`, the same order on every request (`ListOrder`).
+        list_insert_per_page: After serving each list page of a workflow, create this many new
+            executions of it (hand-made, completed, started now), newest of all.
     """
 
     def __init__(
-        self, dataset: Dataset, api_key: str, *, time_scale: float = 0.0, long_poll: bool = True
+        self,
+        dataset: Dataset,
+        api_key: str,
+        *,
+        time_scale: float = 0.0,
+        long_poll: bool = True,
+        list_order: str = "newest_first",
+        list_insert_per_page: int = 0,
     ) -> None:
         if not api_key:
             raise ValueError("api_key must not be empty")
+        if list_insert_per_page < 0:
+            raise ValueError("list_insert_per_page must be >= 0")
         self.dataset = dataset
         self._api_key = api_key
         self._long_poll_enabled = long_poll
+        self._order = ListOrder(dataset, list_order)
+        self._list_insert_per_page = list_insert_per_page
         self._plan = lru_cache(maxsize=PLAN_CACHE_SIZE)(dataset.plan)
+        self._facts = lru_cache(maxsize=PLAN_CACHE_SIZE)(
+            lambda index: summary_facts(dataset, index, self._plan(index))
+        )
         self.clock = SimClock(dataset.start_us, time_scale)
         self._lock = threading.Lock()
         # Bumped (and waiters woken) whenever what a long-poll sees may have changed.
@@ -129,8 +154,11 @@ class SimulatorApp:
         self._waiting_changed = threading.Condition(changes_lock)
         self._version = 0
         self._waiting = 0  # long-polls waiting right now
-        self._hand_made: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        # Per ID: the body served, it decoded, and the caller's summary overrides.
+        self._hand_made: dict[str, tuple[bytes, dict[str, Any], dict[str, Any] | None]] = {}
         self._removed: set[str] = set()
+        self._inserted_ids: list[str] = []
+        self._insert_count = 0
         self._is_stopping = False
 
     # --- state -----------------------------------------------------------------------------
@@ -143,6 +171,12 @@ class SimulatorApp:
     def now(self) -> datetime:
         """The simulated time."""
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=self.clock.now_us())
+
+    @property
+    def inserted_execution_ids(self) -> list[str]:
+        """IDs of the executions `list_insert_per_page` created so far, oldest first."""
+        with self._lock:
+            return list(self._inserted_ids)
 
     def start_clock(self) -> None:
         """Let a scaled clock run from now on (and let long-polls wait again after a stop)."""
@@ -161,21 +195,36 @@ class SimulatorApp:
         self._is_stopping = True
         self._notify_changed()
 
-    def put_execution(self, payload: Mapping[str, Any]) -> None:
+    def put_execution(
+        self, payload: Mapping[str, Any], summary: Mapping[str, Any] | None = None
+    ) -> None:
         """Serve `payload` verbatim for its `execution_id` (adds, or replaces any earlier one).
 
-        Its status never progresses. It also appears in the list endpoint of its `workflow_id`.
+        Its status never progresses. It also appears in the list endpoint of its `workflow_id`,
+        first (the newest put first), with a summary derived from the payload
+        (`listing.summary_of_payload`).
+
+        Args:
+            payload: The `GET /executions/{id}` body; needs a string `execution_id`.
+            summary: Summary fields that override or extend the derived ones (for example
+                `{"dry_run": True, "cost": 0.12, "deleted_at": "...", "api_key": "k"}`); a
+                field mapped to None is left out of the summary.
         """
         execution_id = payload.get("execution_id") if isinstance(payload, Mapping) else None
         if not isinstance(execution_id, str) or not execution_id:
             raise ValueError("payload needs a non-empty string 'execution_id'")
+        if summary is not None and (
+            not isinstance(summary, Mapping) or not all(isinstance(k, str) for k in summary)
+        ):
+            raise ValueError("summary must be a mapping of field names to values")
+        overrides = json.loads(json.dumps(dict(summary))) if summary is not None else None
         try:
             body = json.dumps(dict(payload), ensure_ascii=False).encode()
         except UnicodeEncodeError:  # a lone surrogate: JSON can still carry it as an escape
             body = json.dumps(dict(payload)).encode()
         with self._lock:
             self._hand_made.pop(execution_id, None)  # re-putting moves it to the newest slot
-            self._hand_made[execution_id] = (body, json.loads(body))
+            self._hand_made[execution_id] = (body, json.loads(body), overrides)
             self._removed.discard(execution_id)
         self._notify_changed()
 
@@ -246,7 +295,7 @@ class SimulatorApp:
             hand_made = self._hand_made.get(execution_id)
             is_removed = execution_id in self._removed
         if hand_made is not None:
-            body, payload = hand_made
+            body, payload, _overrides = hand_made
             return Response(200, body, is_running=payload.get("status") == "running")
         index = self.dataset.index.get(execution_id)
         if index is None or is_removed:
@@ -310,14 +359,12 @@ class SimulatorApp:
         dataset = self.dataset
         with self._lock:
             hand_made = [
-                (execution_id, payload)
-                for execution_id, (_body, payload) in reversed(self._hand_made.items())
+                (execution_id, payload, overrides)
+                for execution_id, (_body, payload, overrides) in reversed(self._hand_made.items())
                 if payload.get("workflow_id") == workflow_id
             ]
             removed = set(self._removed)
-            overridden = {
-                execution_id: payload for execution_id, (_body, payload) in self._hand_made.items()
-            }
+            overridden = set(self._hand_made)
         workflow_index = dataset.workflow_index.get(workflow_id)
         if workflow_index is None and not hand_made:
             return error_response(404, "workflow not found")
@@ -325,12 +372,12 @@ class SimulatorApp:
         generated: list[int] = []
         if workflow_index is not None:
             if bulk_id is None:
-                generated = dataset.listing(workflow_index)
+                generated = self._order.listing(workflow_index)
             else:
                 members = dataset.bulk_members(bulk_id)
                 generated = sorted(
                     (i for i in members if dataset.workflow_of[i] == workflow_index),
-                    key=lambda i: (-dataset.started_us[i], i),
+                    key=self._order.key,
                 )
             if removed or overridden:
                 ids = dataset.execution_ids
@@ -338,7 +385,7 @@ class SimulatorApp:
                     i for i in generated if ids[i] not in removed and ids[i] not in overridden
                 ]
         if bulk_id is not None:
-            hand_made = [(i, p) for i, p in hand_made if p.get("bulk_id") == bulk_id]
+            hand_made = [entry for entry in hand_made if entry[1].get("bulk_id") == bulk_id]
 
         total = len(hand_made) + len(generated)
         page_end = min(total, offset + limit)
@@ -346,21 +393,43 @@ class SimulatorApp:
         flow_name = (
             dataset.workflows[workflow_index].name
             if workflow_index is not None
-            else _HAND_MADE_FLOW_NAME
+            else HAND_MADE_FLOW_NAME
         )
         items = []
-        for position in range(offset, page_end):
-            if position < len(hand_made):
-                items.append(_summary_of_payload(hand_made[position][1], flow_name, now_us))
+        for entry in self._order.page(hand_made, generated, offset, page_end):
+            if isinstance(entry, int):
+                items.append(render_summary(self._plan(entry), now_us, self._facts(entry)))
             else:
-                plan: ExecutionPlan = self._plan(generated[position - len(hand_made)])
-                items.append(render_summary(plan, now_us))
+                _execution_id, payload, overrides = entry
+                items.append(summary_of_payload(payload, flow_name, now_us, overrides))
         body = {
             "executions": items,
             "offset": page_end if page_end < total else None,
             "total_count": total,
         }
-        return Response(200, _json(body))
+        response = Response(200, _json(body))
+        if self._list_insert_per_page:
+            self._insert_executions(workflow_id, flow_name)
+        return response
+
+    def _insert_executions(self, workflow_id: str, flow_name: str) -> None:
+        """Create `list_insert_per_page` new executions of the workflow, each the newest.
+
+        The n-th one created starts n microseconds after the simulated time, so each is
+        strictly newer than every execution before it.
+        """
+        count = self._list_insert_per_page
+        with self._lock:
+            first = self._insert_count + 1
+            self._insert_count += count
+        now_us = self.clock.now_us()
+        for number in range(first, first + count):
+            payload, summary = inserted_execution(
+                self.dataset, workflow_id, number, now_us + number, flow_name
+            )
+            self.put_execution(payload, summary)
+            with self._lock:
+                self._inserted_ids.append(payload["execution_id"])
 
     def _notify_changed(self) -> None:
         with self._changed:
@@ -407,29 +476,6 @@ def _parse_int(
     if value < minimum or (maximum is not None and value > maximum):
         return None
     return value
-
-
-def _summary_of_payload(payload: dict[str, Any], flow_name: str, now_us: int) -> dict[str, Any]:
-    """An `ExecutionSummary` for a hand-made payload, from the fields it has."""
-    now = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    started_at = payload.get("started_at") or now
-    summary: dict[str, Any] = {
-        "execution_id": payload["execution_id"],
-        "flow_id": payload.get("workflow_id"),
-        "flow_name": flow_name,
-        "version_id": "v1",
-        "status": payload.get("status"),
-        "started_at": started_at,
-    }
-    if payload.get("completed_at"):
-        summary["ended_at"] = payload["completed_at"]
-    summary["created_at"] = started_at
-    summary["updated_at"] = payload.get("completed_at") or started_at
-    if isinstance(payload.get("inputs"), dict):
-        summary["inputs"] = payload["inputs"]
-    return summary
 
 
 def _json(value: Any) -> bytes:

@@ -1,8 +1,8 @@
 """The simulator's catalogue: the models and workflow definitions every instance is built from.
 
-Only facts that hold for every seed live here: each model's latency distribution and failure
-rate (and how it behaves in recent executions), and each workflow's steps, inputs and weight.
-`plans.py` draws executions from them.
+Only facts that hold for every seed live here: each model's latency distribution, failure rate
+and price (and how it behaves in recent executions), and each workflow's steps, inputs, weight
+and the shape its list summaries give `cost` in. `plans.py` draws executions from them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class ModelSpec:
 
     `recent_latency_factor` and `recent_failure_rate` apply instead in recent executions (see
     `RECENT_PERIOD_S`): a model that got slower or started failing more in its last week.
+    `price_usd` is what one call costs (for LLM and audio models: one call of median length;
+    `summaries.py` scales it with the call's duration).
     """
 
     slug: str
@@ -31,28 +33,49 @@ class ModelSpec:
     failure_rate: float
     recent_latency_factor: float = 1.0
     recent_failure_rate: float | None = None
+    price_usd: float = 0.0
 
 
 MODELS: dict[str, ModelSpec] = {
     model.slug: model
     for model in (
-        ModelSpec("openai-chatgpt-5", "llm", ("0.0.1", "0.0.2"), 4.0, 0.5, 0.01),
-        ModelSpec("anthropic-claude-sonnet-4-5", "llm", ("0.0.1",), 6.0, 0.6, 0.01),
-        ModelSpec("gemini-2-5-flash", "llm", ("0.0.1",), 1.5, 0.4, 0.005),
+        ModelSpec("openai-chatgpt-5", "llm", ("0.0.1", "0.0.2"), 4.0, 0.5, 0.01, price_usd=0.004),
+        ModelSpec(
+            "anthropic-claude-sonnet-4-5", "llm", ("0.0.1",), 6.0, 0.6, 0.01, price_usd=0.009
+        ),
+        ModelSpec("gemini-2-5-flash", "llm", ("0.0.1",), 1.5, 0.4, 0.005, price_usd=0.0008),
         # Started failing more in its last week (an upstream provider outage).
-        ModelSpec("flux-1-1-pro", "image", ("0.0.1",), 12.0, 0.5, 0.02, recent_failure_rate=0.25),
+        ModelSpec(
+            "flux-1-1-pro",
+            "image",
+            ("0.0.1",),
+            12.0,
+            0.5,
+            0.02,
+            recent_failure_rate=0.25,
+            price_usd=0.04,
+        ),
         # Got slower in its last week (every latency drawn 1.8 times longer).
-        ModelSpec("nano-banana-pro", "image", ("0.0.1", "0.0.2"), 25.0, 0.6, 0.03, 1.8),
-        ModelSpec("seedream-4-0", "image", ("0.0.1",), 18.0, 0.5, 0.02),
-        ModelSpec("kling-3-0", "video", ("0.0.1", "0.1.0"), 180.0, 0.5, 0.06),
-        ModelSpec("veo-3", "video", ("0.0.1",), 120.0, 0.45, 0.08),
-        ModelSpec("elevenlabs-tts-v3", "audio", ("0.0.1",), 8.0, 0.5, 0.02),
+        ModelSpec(
+            "nano-banana-pro", "image", ("0.0.1", "0.0.2"), 25.0, 0.6, 0.03, 1.8, price_usd=0.039
+        ),
+        ModelSpec("seedream-4-0", "image", ("0.0.1",), 18.0, 0.5, 0.02, price_usd=0.03),
+        ModelSpec("kling-3-0", "video", ("0.0.1", "0.1.0"), 180.0, 0.5, 0.06, price_usd=0.84),
+        ModelSpec("veo-3", "video", ("0.0.1",), 120.0, 0.45, 0.08, price_usd=1.6),
+        ModelSpec("elevenlabs-tts-v3", "audio", ("0.0.1",), 8.0, 0.5, 0.02, price_usd=0.03),
     )
 }
 
 #: (median latency s, sigma, failure rate) of the steps that call no model.
 HTTP_LATENCY = (0.6, 0.7, 0.02)
 PYTHON_LATENCY = (0.25, 0.6, 0.015)
+#: What each started second of a step that calls no model (http, python) costs.
+COMPUTE_PRICE_USD_PER_S = 0.0001
+
+#: How a workflow's list summaries show `cost` (the spec allows a number or any object):
+#: "number" (dollars), "breakdown" (`{"total", "currency", "breakdown": {step_id: dollars}}`)
+#: or "amount" (`{"amount", "unit": "usd"}`).
+COST_FORMATS = ("number", "breakdown", "amount")
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,7 @@ class WorkflowSpec:
     weight: float
     is_bulk_capable: bool
     versions: tuple[str, ...]
+    cost_format: str = "number"  # one of COST_FORMATS
 
 
 WORKFLOW_SPECS: tuple[WorkflowSpec, ...] = (
@@ -111,6 +135,7 @@ WORKFLOW_SPECS: tuple[WorkflowSpec, ...] = (
         1.5,
         False,
         ("v1", "v2"),
+        cost_format="breakdown",
     ),
     WorkflowSpec(
         "Quick Caption",
@@ -165,6 +190,7 @@ WORKFLOW_SPECS: tuple[WorkflowSpec, ...] = (
         1.0,
         False,
         ("v1", "v2"),
+        cost_format="amount",
     ),
 )
 

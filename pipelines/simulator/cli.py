@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.simulator.faults import FaultConfig
+from pipelines.simulator.listing import LIST_ORDERS
 from pipelines.simulator.plans import DEFAULT_RUNNING_SHARE
 from pipelines.simulator.server import Simulator, SimulatorConfig
 
@@ -166,6 +167,21 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="share of answers sent slowly when --slow-body-ms is set (default: %(default)s)",
     )
     faults.add_argument(
+        "--list-order",
+        choices=LIST_ORDERS,
+        default="newest_first",
+        help="order of the list endpoint: the API's newest first, or shuffled (a fixed "
+        "seed-based order, not by created_at) (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--list-insert-per-page",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="create N new executions of a workflow each time one of its list pages is "
+        "served, at the top of later pages (a busy API)",
+    )
+    faults.add_argument(
         "--fault-seed",
         type=int,
         metavar="SEED",
@@ -249,6 +265,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         slow_body_ms=args.slow_body_ms,
         slow_body_rate=args.slow_body_rate,
         seed=args.fault_seed,
+        list_order=args.list_order,
+        list_insert_per_page=args.list_insert_per_page,
     )
     return SimulatorConfig(
         executions=args.executions,

@@ -3,6 +3,9 @@
 Random faults are drawn from a hash of `(fault seed, request path, how many times that path was
 asked)`, so an execution's n-th request meets the same fault on every run whatever order
 concurrent requests arrive in. The rate limit is the exception: it depends on real time.
+
+Two faults change what the list endpoint answers rather than how: `list_order` and
+`list_insert_per_page` are handed to `SimulatorApp`, which applies them (see `listing.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from pipelines.simulator.listing import LIST_ORDERS
 
 #: Actions a `fail_ids` script may name besides an HTTP status code.
 SCRIPT_ACTIONS = frozenset({"drop", "malformed", "slow", "ok"})
@@ -42,6 +47,12 @@ class FaultConfig:
             (e.g. 503, 429) or one of "drop", "malformed", "slow", "ok". Later requests are
             answered normally. Example: `{"<id>": [503, 503]}`.
         seed: Seed of the random draws (default: the simulator's seed).
+        list_order: Order of the list endpoint: "newest_first" (the API's), or "shuffled": the
+            same executions in a fixed seed-based permutation, not by `created_at`, the same
+            on every request (so paging still gives each execution once).
+        list_insert_per_page: After each list page of a workflow is served, this many new
+            executions of it are created, newest of all, so later pages shift down (a busy
+            API seen by a paging client). `Simulator.inserted_execution_ids` lists them.
     """
 
     latency_ms: float = 0.0
@@ -58,6 +69,8 @@ class FaultConfig:
     slow_body_rate: float = 1.0
     fail_ids: Mapping[str, Sequence[int | str]] = field(default_factory=dict)
     seed: int | None = None
+    list_order: str = "newest_first"
+    list_insert_per_page: int = 0
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "drop_rate", "malformed_rate", "slow_body_rate"):
@@ -73,6 +86,13 @@ class FaultConfig:
             raise ValueError("rate_limit_every must be >= 1")
         if self.retry_after_s < 0:
             raise ValueError("retry_after_s must be >= 0")
+        if self.list_order not in LIST_ORDERS:
+            raise ValueError(
+                f"list_order must be one of {', '.join(LIST_ORDERS)}, got {self.list_order!r}"
+            )
+        count = self.list_insert_per_page
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"list_insert_per_page must be an integer >= 0, got {count!r}")
         for execution_id, script in self.fail_ids.items():
             for action in script:
                 if isinstance(action, int) and 100 <= action <= 599:

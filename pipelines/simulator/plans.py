@@ -208,6 +208,41 @@ class Dataset:
         first, end = self.bulk_ranges.get(bulk_id, (0, 0))
         return range(first, end)
 
+    def workflow_for(self, workflow_id: str) -> Workflow:
+        """The data set's workflow `workflow_id`; for any other ID, the first workflow's spec."""
+        workflow_index = self.workflow_index.get(workflow_id)
+        if workflow_index is None:
+            spec = WORKFLOW_SPECS[0]
+            return Workflow(workflow_id, spec, _expected_duration_us(spec))
+        return self.workflows[workflow_index]
+
+    def plan_inserted(self, workflow_id: str, number: int, started_us: int) -> ExecutionPlan:
+        """The plan of a new execution of `workflow_id`, completed, started at `started_us`.
+
+        For executions created while the simulator runs (the `list_insert_per_page` fault):
+        deterministic from `(seed, number)`, a fresh UUID, instants to the microsecond. A
+        workflow the data set does not have gets the first workflow's steps (`workflow_for`).
+        """
+        workflow = self.workflow_for(workflow_id)
+        versions = range(len(workflow.spec.versions))
+        attempt = 0
+        while True:  # redrawn until it completes: a few draws at most
+            rng = random.Random(f"eachlabs-sim/{self.seed}/inserted/{number}/{attempt}")
+            plan = _plan_execution(
+                rng,
+                execution_id=_uuid(rng),
+                workflow=workflow,
+                version_index=rng.choices(versions, range(1, len(versions) + 1))[0],
+                bulk_id=None,
+                started_us=started_us,
+                precision=PRECISIONS.index("microseconds"),
+                live_until_us=None,
+                is_recent=True,
+            )
+            if plan.terminal_status == "completed":
+                return plan
+            attempt += 1
+
     def plan(self, index: int) -> ExecutionPlan:
         """The full plan of execution `index`, deterministic from `(seed, index)` alone."""
         rng = random.Random(f"eachlabs-sim/{self.seed}/{index}")

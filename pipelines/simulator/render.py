@@ -1,8 +1,9 @@
 """Rendering: a plan as the API shows it at a simulated instant.
 
-`render_execution(plan, now_us)` / `render_summary(plan, now_us)` turn an `ExecutionPlan`
-into the API's `ExecutionDetails` / `ExecutionSummary` object; the step and execution statuses
-follow from the simulated time alone.
+`render_execution(plan, now_us)` / `render_summary(plan, now_us, facts)` turn an
+`ExecutionPlan` into the API's `ExecutionDetails` / `ExecutionSummary` object; the step and
+execution statuses follow from the simulated time alone. Only the summary shows the
+`SummaryFacts` (user, cost, dry run, soft delete; see `summaries.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from pipelines.simulator.content import MISSING
 from pipelines.simulator.plans import EPOCH, PRECISIONS, US, ExecutionPlan, StepPlan
+from pipelines.simulator.summaries import SummaryFacts
 
 
 def render_execution(plan: ExecutionPlan, now_us: int) -> dict[str, Any]:
@@ -47,8 +49,15 @@ def render_execution(plan: ExecutionPlan, now_us: int) -> dict[str, Any]:
     return body
 
 
-def render_summary(plan: ExecutionPlan, now_us: int) -> dict[str, Any]:
-    """The `ExecutionSummary` object of `plan` (list endpoint) at `now_us`."""
+def render_summary(
+    plan: ExecutionPlan, now_us: int, facts: SummaryFacts | None = None
+) -> dict[str, Any]:
+    """The `ExecutionSummary` object of `plan` (list endpoint) at `now_us`.
+
+    With `facts`, it also has `api_key` and `dry_run`, `cost` once the execution has ended
+    (unless the facts have none) and `deleted_at` once it is soft-deleted; the fields come in
+    the spec's order.
+    """
     status = plan.status_at(now_us)
     ts = _Formatter(plan)
     summary: dict[str, Any] = {
@@ -56,9 +65,11 @@ def render_summary(plan: ExecutionPlan, now_us: int) -> dict[str, Any]:
         "flow_id": plan.workflow_id,
         "flow_name": plan.flow_name,
         "version_id": plan.version_id,
-        "status": status,
-        "started_at": ts(plan.started_us),
     }
+    if facts is not None:
+        summary["api_key"] = facts.api_key
+    summary["status"] = status
+    summary["started_at"] = ts(plan.started_us)
     if status == "running":
         transitions = [plan.started_us]
         for step in plan.steps:
@@ -69,7 +80,13 @@ def render_summary(plan: ExecutionPlan, now_us: int) -> dict[str, Any]:
         updated_us = plan.terminal_us
     summary["created_at"] = ts(plan.started_us)
     summary["updated_at"] = ts(updated_us)
+    if facts is not None:
+        if facts.deleted_us is not None and facts.deleted_us <= now_us:
+            summary["deleted_at"] = ts(facts.deleted_us)
+        summary["dry_run"] = facts.is_dry_run
     summary["inputs"] = plan.inputs
+    if facts is not None and facts.cost is not None and status != "running":
+        summary["cost"] = facts.cost
     return summary
 
 

@@ -120,6 +120,8 @@ class Simulator:
             self.config.api_key or secrets.token_urlsafe(24),
             time_scale=self.config.time_scale,
             long_poll=self.config.long_poll,
+            list_order=self.config.faults.list_order,
+            list_insert_per_page=self.config.faults.list_insert_per_page,
         )
         self._faults = FaultInjector(self.config.faults, self.config.seed)
         self._lock = threading.Lock()
@@ -208,6 +210,11 @@ class Simulator:
         return list(self.app.dataset.bulk_ids)
 
     @property
+    def inserted_execution_ids(self) -> list[str]:
+        """IDs of the executions the `list_insert_per_page` fault created, oldest first."""
+        return self.app.inserted_execution_ids
+
+    @property
     def now(self) -> datetime:
         """The simulated time."""
         return self.app.now
@@ -223,12 +230,17 @@ class Simulator:
             raise KeyError(execution_id)
         return json.loads(response.body)
 
-    def put_execution(self, payload: Mapping[str, Any]) -> None:
+    def put_execution(
+        self, payload: Mapping[str, Any], summary: Mapping[str, Any] | None = None
+    ) -> None:
         """Serve `payload` verbatim for its `execution_id` (adds, or replaces any earlier one).
 
-        Its status never progresses. It also appears in the list endpoint of its `workflow_id`.
+        Its status never progresses. It also appears first in the list endpoint of its
+        `workflow_id` (newest put first), with a summary derived from the payload; `summary`
+        overrides or extends its fields (a field mapped to None is left out). See
+        `SimulatorApp.put_execution`.
         """
-        self.app.put_execution(payload)
+        self.app.put_execution(payload, summary)
 
     def remove_execution(self, execution_id: str) -> None:
         """Answer 404 for this ID from now on (hand-made or generated).

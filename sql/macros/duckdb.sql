@@ -4,8 +4,8 @@
 -- file's order and in the same transaction as the views, before the views. Each statement
 -- is `create or replace macro <name>(...) as ...` with an unqualified name (the applier
 -- adds the schema) and ends with a semicolon at the end of a line followed by a blank line.
--- A macro that reads a view (step_latency) is created just before the first view calling
--- it. sql/macros/postgres.sql holds the same formulas as PostgreSQL functions; keep the two
+-- A macro that reads a view (step_latency, trailing_week, latest_flow_names) is created
+-- just before the first view calling it. sql/macros/postgres.sql holds the same formulas as PostgreSQL functions; keep the two
 -- files in step.
 
 -- z of the 95% two-sided normal interval, as a double (a decimal literal would make
@@ -44,6 +44,15 @@ create or replace macro rate_of(k, n) as
 create or replace macro latency_sample(status, latency_seconds) as
     case when status = 'completed' and latency_seconds >= 0 then latency_seconds end;
 
+-- Cost per completed execution: the cost of every execution counted (completed, failed,
+-- cancelled or running alike) over the completed ones, i.e. what one successful result
+-- costs, failed runs' cost included. Null when nothing completed or no execution has a cost.
+create or replace macro cost_per_completed(total_cost, completed_executions) as
+    case
+        when completed_executions > 0
+            then cast(total_cost as double precision) / completed_executions
+    end;
+
 -- Latency statistics of step_runs' latency sample, per (step_type, model) or, with
 -- by_version, per (step_type, model, model_version): the one query behind
 -- step_latency_by_model and step_latency_by_model_version (percentiles cannot be
@@ -71,6 +80,10 @@ create or replace macro step_latency(by_version) as table
             ) as percentiles,
             max(sample_seconds) as max_seconds
         from step_runs
+        -- Reporting honesty: dry runs called no model and soft-deleted executions are gone.
+        where
+            not is_dry_run
+            and not is_deleted
         group by
             step_type,
             model,
@@ -114,7 +127,10 @@ create or replace macro trailing_week() as table
             count(*) filter (where status = 'failed') as failed_steps,
             list(sample_seconds) filter (where sample_seconds is not null) as samples
         from step_runs
-        where started_date is not null
+        where
+            started_date is not null
+            and not is_dry_run
+            and not is_deleted
         group by
             step_type,
             model,
@@ -165,3 +181,34 @@ create or replace macro trailing_week() as table
         percentiles[1] as p50_seconds,
         percentiles[2] as p95_seconds
     from with_percentiles;
+
+-- Each workflow's name: the flow_name of its most recent listed execution (by started_at,
+-- else created_at; among executions at the same time, the alphabetically first name), dry
+-- runs and soft-deleted executions left out as in every reporting view. One row per
+-- workflow_id with at least one such execution carrying a flow_name; executions loaded by ID
+-- only have none. Behind workflow_performance, workflow_cost_daily and workflow_version_cost.
+create or replace macro latest_flow_names() as table
+    with
+
+    named as (
+
+        select
+            workflow_id,
+            flow_name,
+            row_number() over (
+                partition by workflow_id
+                order by coalesce(started_at, created_at) desc nulls last, flow_name asc
+            ) as recency_rank
+        from execution_runs
+        where
+            flow_name is not null
+            and not is_dry_run
+            and not is_deleted
+
+    )
+
+    select
+        workflow_id,
+        flow_name
+    from named
+    where recency_rank = 1;

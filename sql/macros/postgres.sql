@@ -7,10 +7,10 @@
 -- created name qualified: run them with the dataset's schema first on the search path (a
 -- function calling another binds it when created). The scalar functions are `immutable`
 -- single-expression SQL functions, which PostgreSQL inlines into the queries that call them,
--- so they cost no function call per row. step_latency has a SQL-standard body
--- (`begin atomic`): like a view, it binds step_runs when it is created (so it comes after
--- step_runs and before the two latency views) and reads the dataset's step_runs whatever the
--- caller's search path.
+-- so they cost no function call per row. The table functions (step_latency, trailing_week,
+-- latest_flow_names) have a SQL-standard body (`begin atomic`): like a view, each binds the
+-- view it reads when it is created (so it comes after that view and before its first caller)
+-- and reads the dataset's view whatever the caller's search path.
 
 -- z of the 95% two-sided normal interval.
 create or replace function wilson_z() returns double precision
@@ -55,6 +55,19 @@ create or replace function latency_sample(status text, latency_seconds double pr
     returns double precision
     language sql immutable parallel safe
     return case when status = 'completed' and latency_seconds >= 0 then latency_seconds end;
+
+-- Cost per completed execution: the cost of every execution counted (completed, failed,
+-- cancelled or running alike) over the completed ones, i.e. what one successful result
+-- costs, failed runs' cost included. Null when nothing completed or no execution has a cost.
+create or replace function cost_per_completed(
+    total_cost double precision, completed_executions bigint
+)
+    returns double precision
+    language sql immutable parallel safe
+    return case
+        when completed_executions > 0
+            then cast(total_cost as double precision) / completed_executions
+    end;
 
 -- Latency statistics of step_runs' latency sample, per (step_type, model) or, with
 -- by_version, per (step_type, model, model_version): the one query behind
@@ -103,6 +116,10 @@ create or replace function step_latency(by_version boolean)
             ) as percentiles,
             max(step_runs.sample_seconds) as max_seconds
         from step_runs
+        -- Reporting honesty: dry runs called no model and soft-deleted executions are gone.
+        where
+            not step_runs.is_dry_run
+            and not step_runs.is_deleted
         group by
             step_runs.step_type,
             step_runs.model,
@@ -162,7 +179,10 @@ create or replace function trailing_week()
             step_runs.status,
             step_runs.sample_seconds
         from step_runs
-        where step_runs.started_date is not null
+        where
+            step_runs.started_date is not null
+            and not step_runs.is_dry_run
+            and not step_runs.is_deleted
 
     ),
 
@@ -207,4 +227,45 @@ create or replace function trailing_week()
         week_dates.step_type,
         week_dates.model,
         week_dates.started_date;
+    end;
+
+-- Each workflow's name: the flow_name of its most recent listed execution (by started_at,
+-- else created_at; among executions at the same time, the alphabetically first name), dry
+-- runs and soft-deleted executions left out as in every reporting view. One row per
+-- workflow_id with at least one such execution carrying a flow_name; executions loaded by ID
+-- only have none. Behind workflow_performance, workflow_cost_daily and workflow_version_cost.
+create or replace function latest_flow_names()
+    returns table (
+        workflow_id text,
+        flow_name text
+    )
+    language sql stable parallel safe
+    begin atomic
+    with
+
+    named as (
+
+        select
+            execution_runs.workflow_id,
+            execution_runs.flow_name,
+            row_number() over (
+                partition by execution_runs.workflow_id
+                order by
+                    coalesce(execution_runs.started_at, execution_runs.created_at) desc
+                        nulls last,
+                    execution_runs.flow_name asc
+            ) as recency_rank
+        from execution_runs
+        where
+            execution_runs.flow_name is not null
+            and not execution_runs.is_dry_run
+            and not execution_runs.is_deleted
+
+    )
+
+    select
+        named.workflow_id,
+        named.flow_name
+    from named
+    where named.recency_rank = 1;
     end;

@@ -1,0 +1,144 @@
+"""Which executions a run fetches: the IDs it was given, and what listing workflows finds.
+
+- Given IDs (arguments, `--ids-file`): every one not stored with a final status.
+- Listed executions (`--workflow`): only those not stored, stored but not final, whose
+  summary `updated_at` is newer than the stored one, or never listed before (their summary
+  columns are stored with the details). The rest are unchanged: no request at all.
+- A given ID that is also listed follows the listing's rule and gets its summary.
+- An execution fetched by ID only keeps the summary columns stored for it (`stored_summaries`).
+
+After the run's last commit, `new_marks` gives each fully listed (workflow, bulk) its next
+high-water mark: the newest `created_at` listed, held back to the oldest listed execution that
+is still not final (running, or failed to load) so that the next incremental listing reaches
+it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from pipelines.eachlabs.client import EachlabsClient
+from pipelines.eachlabs.errors import TransientError
+from pipelines.eachlabs.listing import PAGE_SIZE, ListedExecution, WorkflowListing, list_workflow
+from pipelines.stored import listing_marks, stored_states, unfinished_ids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Listed:
+    """What listing the run's workflows found, and which of it needs details."""
+
+    listings: list[WorkflowListing] = field(default_factory=list)
+    #: Listed executions whose details are fetched, in listing order.
+    to_fetch: list[str] = field(default_factory=list)
+    #: Summary columns of the executions in `to_fetch`.
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Every execution listed (given IDs among them follow the listing's rule).
+    ids: set[str] = field(default_factory=set)
+    #: Listed executions stored final and unchanged: not fetched.
+    unchanged: int = 0
+    #: Per listing (index into `listings`): its fetched executions and their created_at.
+    _fetched: list[dict[str, int | None]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[WorkflowListing]:
+        return [listing for listing in self.listings if listing.error is not None]
+
+    @property
+    def pages(self) -> int:
+        return sum(listing.pages for listing in self.listings)
+
+
+def list_workflows(
+    client: EachlabsClient,
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    workflows: Iterable[str],
+    bulk_id: str | None,
+    *,
+    overlap_us: int,
+    full_listing: bool,
+    refresh_all: bool,
+    on_listed: Callable[[WorkflowListing], None] | None = None,
+) -> Listed:
+    """List each workflow (once; with `bulk_id`, only that bulk operation's executions) and
+    choose which executions need their details (see the module docstring).
+
+    Raises:
+        AuthError, ConfigError: as the client does, or the API cannot be reached at all (the
+            first listing could not connect); nothing is loaded.
+    """
+    marks = {} if full_listing or refresh_all else listing_marks(connection, dataset)
+    listed = Listed()
+    for workflow_id in dict.fromkeys(workflows):
+        listing = WorkflowListing(workflow_id, bulk_id, marks.get((workflow_id, bulk_id or "")))
+        fetched: dict[str, int | None] = {}
+        executions = list_workflow(client, listing, overlap_us=overlap_us, seen=listed.ids)
+        for page in _pages(executions):
+            ids = [execution.execution_id for execution in page]
+            states = {} if refresh_all else stored_states(connection, dataset, ids)
+            for execution in page:
+                state = states.get(execution.execution_id)
+                if state and state.is_final and not _is_newer(execution, state.updated_us):
+                    listed.unchanged += 1
+                    continue
+                listed.to_fetch.append(execution.execution_id)
+                listed.summaries[execution.execution_id] = execution.summary
+                fetched[execution.execution_id] = execution.created_us
+        error = listing.error
+        if isinstance(error, TransientError) and not error.has_reached_server:
+            if not any(done.pages for done in listed.listings) and not listing.pages:
+                raise client.unreachable_error(error)  # the run cannot work at all
+        listed.listings.append(listing)
+        listed._fetched.append(fetched)
+        if on_listed is not None:
+            on_listed(listing)
+    return listed
+
+
+def new_marks(
+    listed: Listed, connection: duckdb.DuckDBPyConnection, dataset: str
+) -> dict[tuple[str, str], int]:
+    """The next high-water mark of each listing that read every page it needed (see the
+    module docstring); call after the run's last commit."""
+    marks: dict[tuple[str, str], int] = {}
+    for listing, fetched in zip(listed.listings, listed._fetched, strict=True):
+        if not listing.is_complete or listing.newest_created_us is None:
+            continue
+        mark = listing.newest_created_us
+        for execution_id in unfinished_ids(connection, dataset, fetched):
+            created_us = fetched[execution_id]
+            if created_us is None:  # cannot be placed: the next run lists fully
+                break
+            mark = min(mark, created_us)
+        else:
+            marks[(listing.workflow_id, listing.bulk_id or "")] = mark
+    return marks
+
+
+def _is_newer(execution: ListedExecution, stored_updated_us: int | None) -> bool:
+    """The listing shows a change the stored row lacks: never listed before (no stored
+    `updated_at`), or updated since."""
+    if stored_updated_us is None:
+        return True
+    listed_us = execution.updated_us
+    return listed_us is not None and listed_us > stored_updated_us
+
+
+def _pages(executions: Iterator[ListedExecution]) -> Iterator[list[ListedExecution]]:
+    """The listed executions in groups of a page, so that their stored state is read with
+    one query per page."""
+    page: list[ListedExecution] = []
+    for execution in executions:
+        page.append(execution)
+        if len(page) == PAGE_SIZE:
+            yield page
+            page = []
+    if page:
+        yield page
