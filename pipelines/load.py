@@ -444,7 +444,7 @@ def _make_source(
     on_progress: Callable[[FetchReport], None] | None,
     config: EachlabsSettings,
     on_fetched: Callable[[FetchReport], None],
-    summaries: dict[str, dict[str, Any]],
+    summaries: dict[str, tuple[Any, ...]],
     first_errors: list[dict[str, Any]],
     has_listed: bool,
 ) -> Any:

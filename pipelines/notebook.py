@@ -35,6 +35,8 @@ FIGURES = (
     "daily_failure_rate",
     "error_causes",
     "workflows",
+    "cost_by_version",
+    "daily_cost",
 )
 
 #: The notebook's parameters besides `db_path` and `dataset` (its cell tagged `parameters`).

@@ -5,10 +5,15 @@ DuckDB file is opened read-only and closed as soon as the frames are read, so a 
 blocks a scheduled load for longer than its queries take (DuckDB allows one writer and no
 reader beside it). The notebook `notebooks/model_performance.ipynb` reads its data the same
 way, through `read_frames`, and starts with the same two tables.
+
+Like the reporting views, the report leaves dry runs and soft-deleted executions out of every
+figure (`REPORTED_CONDITION`) and says how many it left out; it names a workflow by its
+`flow_name` where one is known (`workflow_labels`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from pipelines.eachlabs.errors import ConfigError
 
 #: The views a report reads; a file without one of them was loaded before it existed.
 REPORT_VIEWS = (
+    "execution_runs",
     "step_runs",
     "model_daily_performance",
     "model_error_causes",
@@ -27,7 +33,17 @@ REPORT_VIEWS = (
     "step_latency_by_model",
     "step_latency_by_model_version",
     "workflow_performance",
+    "workflow_cost_daily",
+    "workflow_version_cost",
 )
+
+#: Which rows of the base views (`execution_runs`, `step_runs`) the report counts: as in every
+#: reporting view, not a dry run (it called no model) and not soft-deleted (its owner removed
+#: it). A query reading a base view directly adds `and {REPORTED_CONDITION}`.
+REPORTED_CONDITION = "not is_dry_run and not is_deleted"
+
+#: Characters of a workflow ID shown where its name is unknown or shared.
+SHORT_ID_LENGTH = 8
 
 #: Per (step_type, model): finished steps and failure rate with its 95% Wilson interval
 #: (model_failure_rates), latency sample size and percentiles (step_latency_by_model).
@@ -65,6 +81,73 @@ RECENT_CHANGES_SQL = """
         step_type nulls last,
         model
 """
+
+#: How many executions the report leaves out (dry runs, soft-deleted), from execution_runs.
+LEFT_OUT_SQL = f"""
+    select
+        count(*) as executions,
+        count(*) filter (where not ({REPORTED_CONDITION})) as left_out_executions,
+        count(*) filter (where is_dry_run) as dry_run_executions,
+        count(*) filter (where is_deleted) as deleted_executions,
+        count(*) filter (where is_dry_run and is_deleted) as deleted_dry_run_executions
+    from {{schema}}.execution_runs
+"""
+
+#: Per workflow, all versions together: the rows of workflow_version_cost summed (each
+#: execution is in exactly one version's row), with the views' own formulas for the share of
+#: executions with a known cost (rate_of) and the cost per completed execution
+#: (cost_per_completed). Costliest first; workflows without a known cost last.
+WORKFLOW_COST_SQL = """
+    with
+
+    versions as (
+
+        select
+            workflow_id,
+            flow_name,
+            executions,
+            executions_with_cost,
+            total_cost,
+            completed_executions
+        from {schema}.workflow_version_cost
+
+    ),
+
+    workflows as (
+
+        select
+            workflow_id,
+            flow_name,
+            cast(sum(executions) as bigint) as executions,
+            cast(sum(executions_with_cost) as bigint) as executions_with_cost,
+            sum(total_cost) as total_cost,
+            cast(sum(completed_executions) as bigint) as completed_executions
+        from versions
+        group by
+            workflow_id,
+            flow_name
+
+    )
+
+    select
+        workflow_id,
+        flow_name,
+        executions,
+        executions_with_cost,
+        {schema}.rate_of(executions_with_cost, executions) as cost_known_share,
+        total_cost,
+        completed_executions,
+        {schema}.cost_per_completed(total_cost, completed_executions)
+            as cost_per_completed_execution
+    from workflows
+    order by
+        total_cost desc nulls last,
+        executions desc,
+        workflow_id
+"""
+
+#: Rows of the terminal report's cost table.
+TERMINAL_COST_ROWS = 10
 
 _LOW_SAMPLE_NOTE = "*: fewer than 30 finished steps, read the rate as anecdotal."
 
@@ -134,12 +217,71 @@ def read_frames(
 
 
 def read_report(db_path: Path | str, dataset: str) -> dict[str, pd.DataFrame]:
-    """The headline table and the recent changes, as `read_frames` reads them."""
+    """The headline table, the recent changes, what was left out and the cost per workflow,
+    as `read_frames` reads them."""
     return read_frames(
         db_path,
         dataset,
-        {"headline": HEADLINE_SQL, "recent_changes": RECENT_CHANGES_SQL},
+        {
+            "headline": HEADLINE_SQL,
+            "recent_changes": RECENT_CHANGES_SQL,
+            "left_out": LEFT_OUT_SQL,
+            "workflow_cost": WORKFLOW_COST_SQL,
+        },
     )
+
+
+def workflow_labels(workflows: pd.DataFrame) -> dict[str, str]:
+    """How the report names each workflow: workflow_id -> label.
+
+    A workflow is named by its `flow_name`; two workflows sharing a name get the first
+    characters of their ID after it ("Name (1a2b3c4d)"); a workflow without a name (its
+    executions were loaded by ID only, never listed) is shown by those characters alone.
+
+    Args:
+        workflows: rows with `workflow_id` and `flow_name` (null where unknown); a workflow
+            may appear on several rows (e.g. one per version), with the same name.
+    """
+    names = workflows[["workflow_id", "flow_name"]].drop_duplicates("workflow_id")
+    known = names.dropna(subset=["flow_name"])
+    shared = set(known.loc[known["flow_name"].duplicated(), "flow_name"])
+    labels = {}
+    for workflow_id, name in zip(names["workflow_id"], names["flow_name"], strict=True):
+        short_id = str(workflow_id)[:SHORT_ID_LENGTH]
+        if not isinstance(name, str):
+            labels[workflow_id] = short_id
+        elif name in shared:
+            labels[workflow_id] = f"{name} ({short_id})"
+        else:
+            labels[workflow_id] = name
+    return labels
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def format_left_out(left_out: pd.DataFrame) -> str:
+    """One sentence: how many executions (dry runs, soft-deleted) the figures leave out."""
+    [row] = left_out.itertuples(index=False)
+    both = f"; {row.deleted_dry_run_executions:,} both" if row.deleted_dry_run_executions else ""
+    return (
+        "Dry runs and soft-deleted executions are left out of every figure, as in the views: "
+        f"{row.left_out_executions:,} of {_plural(row.executions, 'execution', 'executions')} "
+        f"({_plural(row.dry_run_executions, 'dry run', 'dry runs')}, "
+        f"{row.deleted_executions:,} soft-deleted{both})."
+    )
+
+
+def format_cost(value: object) -> str:
+    """A cost as the API reports it: 2 decimals from 1 up, 3 significant digits below (a
+    caption step costs a fraction of a cent)."""
+    if pd.isna(value):
+        return "-"
+    if value == 0 or abs(value) >= 1:
+        return f"{value:,.2f}"
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return f"{value:.{decimals}f}"
 
 
 def _group_label(step_type: object, model: object) -> str:
@@ -187,6 +329,32 @@ def format_headline(headline: pd.DataFrame) -> str:
     return text
 
 
+def format_workflow_cost(workflow_cost: pd.DataFrame, labels: Mapping[str, str]) -> str:
+    """The costliest workflows as text (at most `TERMINAL_COST_ROWS`); a sentence when no
+    execution has a known cost."""
+    if workflow_cost.empty or not workflow_cost["executions_with_cost"].any():
+        return (
+            "no execution with a known cost: costs come with `eachlabs-pipeline load "
+            "--workflow` (executions loaded by ID carry none)"
+        )
+    shown = workflow_cost.head(TERMINAL_COST_ROWS)
+    rows = [
+        {
+            "workflow": labels[row.workflow_id],
+            "executions": int(row.executions),
+            "cost known": _percent(row.cost_known_share),
+            "total cost": format_cost(row.total_cost),
+            "completed": int(row.completed_executions),
+            "per completed": format_cost(row.cost_per_completed_execution),
+        }
+        for row in shown.itertuples(index=False)
+    ]
+    text = pd.DataFrame(rows).to_string(index=False)
+    if len(workflow_cost) > len(shown):
+        text += f"\n({len(workflow_cost) - len(shown)} more workflows in the notebook report)"
+    return text
+
+
 def format_recent_changes(recent: pd.DataFrame) -> str:
     """The rows of model_recent_changes with a flag set, as text; a sentence when none."""
     if recent.empty:
@@ -231,14 +399,22 @@ def format_recent_changes(recent: pd.DataFrame) -> str:
 
 
 def terminal_report(db_path: Path | str, dataset: str) -> str:
-    """What `eachlabs-pipeline report` prints: the headline table, then what got worse."""
+    """What `eachlabs-pipeline report` prints: the headline table, the cost per workflow, then
+    what got worse."""
     frames = read_report(db_path, dataset)
+    workflow_cost = frames["workflow_cost"]
     return "\n".join(
         [
             f"Model performance (views in schema {dataset} of {db_path}):",
             format_headline(frames["headline"]),
             "Failure = failed / (completed + failed) steps, with its 95% Wilson interval; "
             "latency percentiles over the timed (completed) steps.",
+            format_left_out(frames["left_out"]),
+            "",
+            "Cost per workflow (costliest first):",
+            format_workflow_cost(workflow_cost, workflow_labels(workflow_cost)),
+            "Per completed = total cost (failed and cancelled runs included) / completed "
+            "executions; cost known = share of executions with a cost.",
             "",
             "What got worse:",
             format_recent_changes(frames["recent_changes"]),

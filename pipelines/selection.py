@@ -37,8 +37,8 @@ class Listed:
     listings: list[WorkflowListing] = field(default_factory=list)
     #: Listed executions whose details are fetched, in listing order.
     to_fetch: list[str] = field(default_factory=list)
-    #: Summary columns of the executions in `to_fetch`.
-    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Summary column values of the executions in `to_fetch` (`summaries.summary_values`).
+    summaries: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     #: Every execution listed (given IDs among them follow the listing's rule).
     ids: set[str] = field(default_factory=set)
     #: Listed executions stored final and unchanged: not fetched.

@@ -91,9 +91,9 @@ def stored_states(
 
 def stored_summaries(
     connection: duckdb.DuckDBPyConnection, dataset: str, ids: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """The summary columns stored for those of `ids` that were ever listed, as
-    `summaries.summary_columns` gives them (timestamps in epoch microseconds): a load by ID
+) -> dict[str, tuple[Any, ...]]:
+    """The summary column values stored for those of `ids` that were ever listed, as
+    `summaries.summary_values` gives them (timestamps in epoch microseconds): a load by ID
     carries them over instead of wiping them."""
     if not ids or "executions" not in _tables(connection, dataset):
         return {}
@@ -111,8 +111,7 @@ def stored_summaries(
         f"where execution_id in (select unnest(?::varchar[])) and ({listed})",
         [list(ids)],
     ).fetchall()
-    names = list(SUMMARY_TYPES)
-    return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 def listing_marks(

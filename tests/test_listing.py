@@ -367,3 +367,26 @@ def test_a_file_whose_fetch_errors_demand_an_execution_id_takes_a_workflow_row(
     assert result.returncode == 2, result.stderr
     errors = workspace.query("select execution_id, workflow_id from eachlabs.fetch_errors")
     assert errors == [(None, "wf-unknown")]
+
+
+def test_ids_and_workflows_combine_each_execution_once_with_its_summary(
+    workspace: Workspace, simulator_factory: Callable[..., Simulator], tmp_path: Any
+) -> None:
+    simulator = simulator_factory(executions=0)
+    listed = put_executions(simulator, 3)
+    other = one_step_execution("by-id-only", workflow_id="wf-other")
+    simulator.put_execution(other)
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"{listed[0]}\nby-id-only\n{listed[0]}\n")
+
+    result = workspace.load(
+        simulator, listed[1], extra=["--ids-file", str(ids_file), "--workflow", WF, "--quiet"]
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(detail_requests(simulator)) == sorted([*listed, "by-id-only"])  # each once
+    rows = workspace.query(
+        "select execution_id, flow_name is not null from eachlabs.executions order by 1"
+    )
+    assert rows == [("by-id-only", False), *((i, True) for i in listed)]
+    assert "requested 4, loaded 4" in result.stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,7 @@ def fetch_batches(
     on_progress: Callable[[FetchReport], None] | None,
     *,
     on_fetched: Callable[[FetchReport], None] | None = None,
-    summaries: Mapping[str, Mapping[str, Any]] | None = None,
+    summaries: Mapping[str, Sequence[Any]] | None = None,
     first_errors: list[dict[str, Any]] | None = None,
 ) -> Iterator[TableBatch]:
     """Fetch the executions and yield them as columnar batches; the last batch carries the
@@ -126,7 +126,7 @@ def add_result(
     batch: ExecutionBatch,
     result: FetchResult,
     report: FetchReport,
-    summary: Mapping[str, Any] | None = None,
+    summary: Sequence[Any] | None = None,
 ) -> None:
     """Add a fetched payload's rows to `batch` (with its summary columns, if any), or record
     why there are none in `report`."""

@@ -25,7 +25,11 @@ from typing import Any
 from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import FetchError, InvalidIdError
 from pipelines.eachlabs.ids import validate_execution_id
-from pipelines.eachlabs.summaries import summary_columns
+from pipelines.eachlabs.summaries import summary_values
+from pipelines.eachlabs.tables import SUMMARY_TYPES
+
+_CREATED = list(SUMMARY_TYPES).index("created_at")
+_UPDATED = list(SUMMARY_TYPES).index("updated_at")
 
 logger = logging.getLogger(__name__)
 
@@ -39,16 +43,16 @@ class ListedExecution:
 
     execution_id: str
     status: Any
-    #: The summary columns of `executions` (`summaries.summary_columns`).
-    summary: dict[str, Any]
+    #: The values of its summary columns in `SUMMARY_TYPES` order (`summary_values`).
+    summary: tuple[Any, ...]
 
     @property
     def created_us(self) -> int | None:
-        return self.summary["created_at"]
+        return self.summary[_CREATED]
 
     @property
     def updated_us(self) -> int | None:
-        return self.summary["updated_at"]
+        return self.summary[_UPDATED]
 
 
 @dataclass
@@ -233,4 +237,4 @@ def _listed_execution(item: Any) -> ListedExecution | None:
         execution_id = validate_execution_id(item.get("execution_id"))  # type: ignore[arg-type]
     except InvalidIdError:
         return None
-    return ListedExecution(execution_id, item.get("status"), summary_columns(item))
+    return ListedExecution(execution_id, item.get("status"), summary_values(item))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,7 +65,7 @@ _PLAIN_TEXT_COLUMNS = {
     )
 }
 
-_NO_SUMMARY: dict[str, Any] = dict.fromkeys(SUMMARY_TYPES)
+_NO_SUMMARY: tuple[Any, ...] = (None,) * len(SUMMARY_TYPES)
 
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _ENCODE_JSON_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -220,12 +220,13 @@ class ExecutionRows:
 def execution_to_rows(
     payload: Mapping[str, Any],
     fetched_at_us: int,
-    summary: Mapping[str, Any] | None = None,
+    summary: Sequence[Any] | None = None,
 ) -> ExecutionRows:
     """Convert one `ExecutionDetails` payload into its rows of the three tables.
 
-    `summary` holds the execution's summary columns (`summaries.summary_columns`), which the
-    detail payload does not carry; None leaves them null.
+    `summary` holds the values of the execution's summary columns in `SUMMARY_TYPES` order
+    (`summaries.summary_values`), which the detail payload does not carry; None leaves them
+    null.
 
     A known field of an unexpected kind (a number for `workflow_id`, an object for a step's
     `error`, a list for `params`, a timestamp out of range) is kept in `extra_fields` (or
@@ -253,7 +254,7 @@ def _execution_rows(
     execution_id: str,
     payload: Mapping[str, Any],
     fetched_at_us: int,
-    summary: Mapping[str, Any],
+    summary: Sequence[Any],
 ) -> ExecutionRows:
     drift = _Drift(payload)
     step_map = payload.get("step_outputs")
@@ -281,7 +282,7 @@ def _execution_rows(
         params.extend(step_params)
     execution["extra_fields"] = drift.extra_fields(KNOWN_EXECUTION_FIELDS)
     execution.update(_derived_times(execution["started_at"], execution["completed_at"]))
-    execution.update({name: summary.get(name) for name in SUMMARY_TYPES})
+    execution.update(zip(SUMMARY_TYPES, summary, strict=True))
     _carry_execution_columns(execution, steps)
     return ExecutionRows(execution, steps, params)
 

@@ -9,7 +9,7 @@ shapes and hints are in `tables`, settings in `settings`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dlt
@@ -56,7 +56,7 @@ def eachlabs_source(
     config: Any = None,
     on_fetched: Callable[[FetchReport], None] | None = None,
     has_reached_server: bool = False,
-    summaries: Mapping[str, Mapping[str, Any]] | None = None,
+    summaries: Mapping[str, Sequence[Any]] | None = None,
     first_errors: Iterable[dict[str, Any]] = (),
     **options: Any,
 ) -> Any:
@@ -73,7 +73,7 @@ def eachlabs_source(
             the last batch (and so before it normalises and loads them).
         has_reached_server: An earlier chunk of the run got answers from the API: connection
             failures are then failures of their IDs, not an unreachable API.
-        summaries: Summary columns by execution ID (`summaries.summary_columns`, from a
+        summaries: Summary column values by execution ID (`summaries.summary_values`, from a
             listing or carried over from the stored row); executions without stay null there.
         first_errors: fetch_errors rows recorded before fetching (a workflow whose listing
             failed), loaded with the run's other errors.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,12 +19,12 @@ from pipelines.eachlabs.errors import PayloadError
 from pipelines.eachlabs.normalise import parse_timestamp_us, to_json
 from pipelines.eachlabs.tables import SUMMARY_TYPES
 
-#: The summary columns of an execution never listed (loaded by ID only).
-NO_SUMMARY: dict[str, Any] = dict.fromkeys(SUMMARY_TYPES)
 #: Keys of a cost object holding its total, in the order they are looked for.
 COST_TOTAL_KEYS = ("total", "amount", "total_cost", "usd")
 #: Characters of the SHA-256 of `api_key` kept as `triggered_by`.
 TRIGGERED_BY_CHARS = 16
+#: Summary columns whose values repeat across a workflow's executions.
+_SHARED_TEXT = ("flow_name", "version_id", "triggered_by")
 
 
 def summary_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,6 +48,17 @@ def summary_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
         "cost_total": cost_total(cost),
         "triggered_by": triggered_by(summary.get("api_key")),
     }
+
+
+def summary_values(summary: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The summary columns' values in `SUMMARY_TYPES` order: what a run keeps per execution
+    until it is fetched (a tuple, and the names many executions share interned, hold a
+    100,000-execution listing in about half the memory of dicts)."""
+    columns = summary_columns(summary)
+    for name in _SHARED_TEXT:
+        if columns[name] is not None:
+            columns[name] = sys.intern(columns[name])
+    return tuple(columns[name] for name in SUMMARY_TYPES)
 
 
 def cost_total(cost: Any) -> float | None:
