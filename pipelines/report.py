@@ -104,6 +104,7 @@ WORKFLOW_COST_SQL = """
 
         select
             workflow_id,
+            version_id,
             flow_name,
             executions,
             executions_with_cost,
@@ -120,7 +121,8 @@ WORKFLOW_COST_SQL = """
             flow_name,
             cast(sum(executions) as bigint) as executions,
             cast(sum(executions_with_cost) as bigint) as executions_with_cost,
-            sum(total_cost) as total_cost,
+            -- In a fixed order, as in the views: the same last bits on every load.
+            sum(total_cost order by version_id nulls last) as total_cost,
             cast(sum(completed_executions) as bigint) as completed_executions
         from versions
         group by
@@ -351,7 +353,7 @@ def format_workflow_cost(workflow_cost: pd.DataFrame, labels: Mapping[str, str])
     ]
     text = pd.DataFrame(rows).to_string(index=False)
     if len(workflow_cost) > len(shown):
-        text += f"\n({len(workflow_cost) - len(shown)} more workflows in the notebook report)"
+        text += f"\n(and {len(workflow_cost) - len(shown):,} more workflows)"
     return text
 
 

@@ -51,9 +51,12 @@ def test_the_demo_has_running_executions_and_both_regressions(demo_run: DemoRun)
 
 
 def test_the_demo_prints_the_same_report_twice(demo_run: DemoRun, second_demo: DemoRun) -> None:
-    def report(run: DemoRun) -> str:
-        return run.result.stdout.split("What got worse:")[1]
+    """From the executions left out on: the cost per workflow and what got worse."""
 
+    def report(run: DemoRun) -> str:
+        return run.result.stdout.split("Dry runs and soft-deleted executions are left out")[1]
+
+    assert "Cost per workflow" in report(demo_run) and "What got worse:" in report(demo_run)
     assert report(second_demo) == report(demo_run)
 
 
@@ -62,6 +65,16 @@ def test_docs_what_got_worse_table_is_the_demos(demo_run: DemoRun) -> None:
     [shown] = re.findall(r"```text\n(What got worse:\n.*?)```", REPORT_DOC, re.S)
     printed = "What got worse:" + demo_run.result.stdout.split("What got worse:")[1]
     assert shown.strip() == printed.strip()
+
+
+def test_docs_cost_table_is_the_demos(demo_run: DemoRun) -> None:
+    """docs/report.md shows the terminal report's cost per workflow of `make demo`: every
+    workflow by its name."""
+    [shown] = re.findall(r"```text\n(Cost per workflow.*?)```", REPORT_DOC, re.S)
+    printed = "Cost per workflow" + demo_run.result.stdout.split("Cost per workflow")[1]
+    printed = printed.split("What got worse:")[0]
+    assert shown.strip() == printed.strip()
+    assert "Cinematic Trailer" in shown and "Quick Caption" in shown
 
 
 def _recent_changes(db_path: Path) -> dict[str, dict]:

@@ -17,12 +17,14 @@ from typing import Any
 
 import duckdb
 import nbformat
+import pandas as pd
 import pytest
 from conftest import once_per_run
 from simulator_fixtures import start_simulator
 from workspace import CliResult, make_workspace
 
 from pipelines.notebook import FIGURES, NOTEBOOK_PATH, figure_outputs, table_outputs
+from pipelines.report import format_cost, workflow_labels
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -51,6 +53,71 @@ def same_number(notebook_value: Any, view_value: Any) -> bool:
 
 def key(row: dict[str, Any]) -> tuple[Any, Any]:
     return (row["step_type"], row["model"])
+
+
+def plotted(out: Path, figure: str) -> list[dict[str, Any]]:
+    """The figures a chart plots, as the notebook wrote them into its PNG (text chunk `Data`)."""
+    from PIL import Image
+
+    with Image.open(out / f"{figure}.png") as image:
+        return json.loads(image.text["Data"])
+
+
+def same_cost(notebook_value: Any, view_value: Any) -> bool:
+    """Costs are sums of doubles, whose last bits depend on the order they were added in."""
+    if view_value is None:
+        return notebook_value is None
+    return math.isclose(notebook_value, view_value, rel_tol=1e-9)
+
+
+# --- how the report names workflows ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(
+            [("1a2b3c4d-0000", "Quick Caption"), ("5e6f7a8b-0000", "Story to Video")],
+            {"1a2b3c4d-0000": "Quick Caption", "5e6f7a8b-0000": "Story to Video"},
+            id="by-name",
+        ),
+        pytest.param(
+            [("1a2b3c4d-0000", None), ("5e6f7a8b-0000", "Story to Video")],
+            {"1a2b3c4d-0000": "1a2b3c4d", "5e6f7a8b-0000": "Story to Video"},
+            id="loaded-by-id-only",
+        ),
+        pytest.param(
+            [("1a2b3c4d-0000", "Upscale"), ("5e6f7a8b-0000", "Upscale"), ("9c0d1e2f-0000", "x")],
+            {
+                "1a2b3c4d-0000": "Upscale (1a2b3c4d)",
+                "5e6f7a8b-0000": "Upscale (5e6f7a8b)",
+                "9c0d1e2f-0000": "x",
+            },
+            id="shared-name",
+        ),  # fmt: skip
+        pytest.param(
+            [("1a2b3c4d-0000", "Upscale"), ("1a2b3c4d-0000", "Upscale")],
+            {"1a2b3c4d-0000": "Upscale"},
+            id="one-workflow-on-two-rows",
+        ),
+    ],
+)
+def test_workflows_are_named_by_flow_name(
+    rows: list[tuple[str, str | None]], expected: dict[str, str]
+) -> None:
+    frame = pd.DataFrame(rows, columns=["workflow_id", "flow_name"])
+    assert workflow_labels(frame) == expected
+
+
+@pytest.mark.parametrize(
+    ("cost", "shown"),
+    [(None, "-"), (0.0, "0.00"), (69.056738, "69.06"), (1234.5, "1,234.50"),
+     (0.86, "0.860"), (0.0434, "0.0434"), (0.000324, "0.000324")],
+)  # fmt: skip
+def test_costs_are_shown_to_three_significant_digits_below_one(
+    cost: float | None, shown: str
+) -> None:
+    assert format_cost(cost) == shown
 
 
 # --- the notebook as committed ----------------------------------------------------------
@@ -322,6 +389,244 @@ def test_a_failing_notebook_is_one_clear_error(rendered: dict[str, Any], tmp_pat
     assert not (tmp_path / "r").exists()
 
 
+def test_workflows_loaded_by_id_only_are_shown_by_short_id(rendered: dict[str, Any]) -> None:
+    """Executions loaded by ID were never listed: no flow_name, so the first 8 characters of
+    the workflow's ID stand for it, in the tables and in the chart."""
+    notebook = nbformat.read(rendered["out"] / "model_performance.ipynb", as_version=4)
+    tables = table_outputs(notebook)
+    names = {
+        row["workflow_id"]: row["flow_name"]
+        for row in view_rows(rendered["db"], "select * from eachlabs.workflow_performance")
+    }
+    assert names and set(names.values()) == {None}
+    shown = [*tables["slowest_workflows"], *tables["workflow_cost"], *plotted(
+        rendered["out"], "workflows")]  # fmt: skip
+    assert shown
+    for row in shown:
+        assert row["workflow"] == row["workflow_id"][:8], row
+    assert {row["workflow_id"] for row in tables["workflow_cost"]} == set(names)
+
+
+def test_a_file_loaded_by_id_says_nothing_was_left_out_and_no_cost_is_known(
+    rendered: dict[str, Any],
+) -> None:
+    html = (rendered["out"] / "model_performance.html").read_text(encoding="utf-8")
+    assert "as in the views: 0 of 300 executions (0 dry runs, 0 soft-deleted)." in html
+    assert "No execution has a known cost" in html
+    assert "as in the views: 0 of 300 executions" in rendered["result"].stdout
+    assert "no execution with a known cost" in rendered["result"].stdout
+
+
+# --- the report on `make demo`'s file: loaded by workflow, with names, costs, dry runs ---------
+
+
+@pytest.fixture(scope="session")
+def rendered_demo(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str, demo_run
+) -> dict[str, Any]:
+    """`report --out` on the demo's file (what `make demo && make report` do), once per run."""
+
+    def build(root: Path) -> dict[str, Any]:
+        workspace = make_workspace(root)
+        result = workspace.run(
+            "report", "--db", str(demo_run.db_path), "--out", str(workspace.root / "reports"),
+            env={"JUPYTER_RUNTIME_DIR": str(workspace.root / "jupyter-runtime")},
+        )  # fmt: skip
+        assert result.returncode == 0, f"report failed:\n{result.stdout}\n{result.stderr}"
+        return asdict(result)
+
+    root, result = once_per_run(tmp_path_factory, worker_id, "rendered-demo", build)
+    out = root / "work" / "reports"
+    notebook = nbformat.read(out / "model_performance.ipynb", as_version=4)
+    return {
+        "db": demo_run.db_path,
+        "out": out,
+        "result": CliResult(**result),
+        "tables": table_outputs(notebook),
+    }
+
+
+DEMO_WORKFLOWS = {
+    "Cinematic Trailer", "Content Moderation Check", "Image Variations", "Podcast Voiceover",
+    "Product Shot Studio", "Quick Caption", "Story to Video", "Text to Image Generator",
+}  # fmt: skip
+
+
+def test_demo_report_names_workflows_not_ids(rendered_demo: dict[str, Any]) -> None:
+    """The demo loads by workflow, so every workflow has its flow_name, and the report shows
+    it wherever it shows a workflow: tables, charts and the terminal's cost table."""
+    names = {
+        row["workflow_id"]: row["flow_name"]
+        for row in view_rows(rendered_demo["db"], "select * from eachlabs.workflow_performance")
+    }
+    assert set(names.values()) == DEMO_WORKFLOWS
+    tables, out = rendered_demo["tables"], rendered_demo["out"]
+    for source, rows in [
+        *((name, tables[name]) for name in (
+            "slowest_workflows", "least_reliable_workflows", "workflow_cost",
+            "workflow_version_cost")),
+        *((figure, plotted(out, figure)) for figure in (
+            "workflows", "cost_by_version", "daily_cost")),
+    ]:  # fmt: skip
+        assert rows, source
+        for row in rows:
+            assert row["workflow"] == names[row["workflow_id"]], (source, row)
+    assert {row["workflow"] for row in tables["slowest_workflows"]} == DEMO_WORKFLOWS
+    html = (out / "model_performance.html").read_text(encoding="utf-8")
+    assert all(name in html for name in DEMO_WORKFLOWS)
+    cost_lines = rendered_demo["result"].stdout.split("Cost per workflow")[1]
+    cost_lines = cost_lines.split("What got worse:")[0]
+    assert all(name in cost_lines for name in DEMO_WORKFLOWS)
+    assert not any(workflow_id[:8] in cost_lines for workflow_id in names)
+
+
+WORKFLOW_COST_FROM_VIEW = """
+    select workflow_id, any_value(flow_name) as flow_name,
+        sum(executions) as executions, sum(executions_with_cost) as executions_with_cost,
+        sum(total_cost) as total_cost, sum(completed_executions) as completed_executions
+    from eachlabs.workflow_version_cost
+    group by workflow_id
+"""
+
+
+def test_demo_cost_per_workflow_is_the_sum_of_its_versions(rendered_demo: dict[str, Any]) -> None:
+    shown = {row["workflow_id"]: row for row in rendered_demo["tables"]["workflow_cost"]}
+    from_view = view_rows(rendered_demo["db"], WORKFLOW_COST_FROM_VIEW)
+    assert set(shown) == {row["workflow_id"] for row in from_view} and len(shown) == 8
+    for row in from_view:
+        table = shown[row["workflow_id"]]
+        for column in ("executions", "executions_with_cost", "completed_executions"):
+            assert table[column] == row[column], (row["flow_name"], column)
+        assert same_cost(table["total_cost"], row["total_cost"]), row["flow_name"]
+        assert same_cost(
+            table["cost_per_completed_execution"], row["total_cost"] / row["completed_executions"]
+        ), row["flow_name"]
+        assert table["cost_known_share"] == pytest.approx(
+            row["executions_with_cost"] / row["executions"], rel=1e-12
+        )
+    # Costliest first: the video workflows, at about $1.6 and $0.9 per result.
+    costliest = rendered_demo["tables"]["workflow_cost"][:2]
+    assert [row["workflow"] for row in costliest] == ["Cinematic Trailer", "Story to Video"]
+    assert costliest[0]["executions_with_cost"] == 48 and costliest[0]["executions"] == 53
+    assert costliest[0]["cost_per_completed_execution"] == pytest.approx(1.606, abs=5e-4)
+    assert costliest[1]["cost_per_completed_execution"] == pytest.approx(0.864, abs=5e-4)
+    terminal = rendered_demo["result"].stdout.split("Cost per workflow")[1]
+    for row in costliest:
+        [line] = [
+            line for line in terminal.splitlines() if line.strip().startswith(row["workflow"])
+        ]
+        assert line.split()[-1] == format_cost(row["cost_per_completed_execution"])
+
+
+VERSION_COLUMNS = [
+    "workflow_id", "version_id", "flow_name", "executions", "executions_with_cost",
+    "total_cost", "completed_executions", "cost_per_completed_execution",
+    "p50_latency_seconds", "p95_latency_seconds",
+]  # fmt: skip
+COSTS = ("total_cost", "cost_per_completed_execution")
+
+
+def test_demo_version_comparison_equals_the_view(rendered_demo: dict[str, Any]) -> None:
+    """The table and the chart of cost and latency per workflow version hold
+    workflow_version_cost's rows, every version of every workflow (top_n = 10 > 8)."""
+    from_view = {
+        (row["workflow_id"], row["version_id"]): row
+        for row in view_rows(
+            rendered_demo["db"],
+            f"select {', '.join(VERSION_COLUMNS)} from eachlabs.workflow_version_cost",
+        )
+    }
+    assert len(from_view) == 14  # 8 workflows, 1 to 3 versions each
+    table = rendered_demo["tables"]["workflow_version_cost"]
+    chart = plotted(rendered_demo["out"], "cost_by_version")
+    for shown in (table, chart):
+        assert {(row["workflow_id"], row["version_id"]) for row in shown} == set(from_view)
+        for row in shown:
+            expected = from_view[(row["workflow_id"], row["version_id"])]
+            for column in set(VERSION_COLUMNS) & set(row):
+                same = same_cost if column in COSTS else same_number
+                assert same(row[column], expected[column]), (row["workflow"], column)
+    # A workflow's versions stand next to each other, in the cost table's order.
+    order = [row["workflow_id"] for row in rendered_demo["tables"]["workflow_cost"]]
+    assert [row["workflow_id"] for row in table] == sorted(
+        (row["workflow_id"] for row in table), key=order.index
+    )
+
+
+def test_demo_daily_cost_chart_draws_the_view(rendered_demo: dict[str, Any]) -> None:
+    from_view = {
+        (str(row["started_date"]), row["workflow_id"]): row
+        for row in view_rows(
+            rendered_demo["db"],
+            "select * from eachlabs.workflow_cost_daily where started_date is not null",
+        )
+    }
+    chart = plotted(rendered_demo["out"], "daily_cost")
+    assert {(row["started_date"][:10], row["workflow_id"]) for row in chart} == set(from_view)
+    for row in chart:
+        expected = from_view[(row["started_date"][:10], row["workflow_id"])]
+        assert row["series"] == row["workflow"] == expected["flow_name"]
+        assert row["executions_with_cost"] == expected["executions_with_cost"]
+        assert same_cost(row["total_cost"], expected["total_cost"])
+
+
+LEFT_OUT_FROM_VIEW = """
+    select count(*) filter (where is_dry_run or is_deleted) as left_out,
+        count(*) filter (where is_dry_run) as dry_runs,
+        count(*) filter (where is_deleted) as deleted,
+        count(*) filter (where is_dry_run and is_deleted) as both_
+    from eachlabs.execution_runs
+"""
+TIMED_MODEL_STEPS = """
+    select model, count(*) as steps
+    from eachlabs.step_runs
+    where step_type = 'model' and status = 'completed' and latency_seconds >= 0 {condition}
+    group by model
+"""
+
+
+def test_demo_report_leaves_dry_runs_and_deleted_executions_out(
+    rendered_demo: dict[str, Any],
+) -> None:
+    """The demo holds dry runs and soft-deleted executions; the report's own step-level
+    queries leave them out like the views do, and the page and the terminal say how many."""
+    [counts] = view_rows(rendered_demo["db"], LEFT_OUT_FROM_VIEW)
+    assert counts == {"left_out": 29, "dry_runs": 14, "deleted": 16, "both_": 1}
+    sentence = (
+        "Dry runs and soft-deleted executions are left out of every figure, as in the views: "
+        "29 of 1,000 executions (14 dry runs, 16 soft-deleted; 1 both)."
+    )
+    html = (rendered_demo["out"] / "model_performance.html").read_text(encoding="utf-8")
+    assert sentence in html and sentence in rendered_demo["result"].stdout
+    # The latency distribution reads step_runs directly: its n per model is the views' count
+    # of timed steps (step_latency_by_model), not step_runs' count with the dry runs.
+    shown = {
+        row["model"]: row["timed_steps"]
+        for row in plotted(rendered_demo["out"], "latency_distribution")
+    }
+    from_view = {
+        row["model"]: row["completed_steps"]
+        for row in view_rows(
+            rendered_demo["db"],
+            "select model, completed_steps from eachlabs.step_latency_by_model "
+            "where step_type = 'model'",
+        )
+    }
+    kept = {
+        row["model"]: row["steps"]
+        for row in view_rows(
+            rendered_demo["db"],
+            TIMED_MODEL_STEPS.format(condition="and not is_dry_run and not is_deleted"),
+        )
+    }
+    every = {
+        row["model"]: row["steps"]
+        for row in view_rows(rendered_demo["db"], TIMED_MODEL_STEPS.format(condition=""))
+    }
+    assert shown == from_view == kept
+    assert sum(shown.values()) == 1115 and sum(every.values()) == 1146
+
+
 # --- the demo data and bad input ----------------------------------------------------------
 
 
@@ -364,7 +669,8 @@ def test_report_without_the_views_is_one_clear_line(workspace) -> None:
     result = workspace.run("report", "--db", str(db), "--out", str(workspace.root / "r"))
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
-    assert "lacks the views step_runs, " in line and "model_recent_changes" in line
+    assert "lacks the views execution_runs, step_runs, " in line
+    assert "model_recent_changes" in line and "workflow_version_cost" in line
     assert f"run `eachlabs-pipeline views --db {db} --dataset eachlabs`" in line
     assert not (workspace.root / "r").exists()
 
