@@ -84,9 +84,11 @@ class LoadSummary:
 
     @property
     def all_not_found(self) -> bool:
-        """Every ID sent came back 404: more likely a wrong base URL or key than bad IDs."""
+        """Every ID sent came back 404: more likely a wrong base URL or key than bad IDs
+        (unless a workflow's list was read with the same URL and key)."""
         fetch = self.fetch
-        return fetch.not_found > 0 and fetch.not_found == fetch.done
+        has_listed = any(listing.pages for listing in self.listings)
+        return fetch.not_found > 0 and fetch.not_found == fetch.done and not has_listed
 
     @property
     def exit_code(self) -> int:
@@ -314,9 +316,13 @@ def _run_load(
             if on_commit is not None and remaining.has_more():
                 on_commit(summary)
         # Only now, with every chunk committed, may the next run's listings stop earlier.
-        store_listing_marks(
-            connection, dataset, new_marks(listed, connection, dataset), int(time.time() * 1e6)
+        not_found = {
+            row["execution_id"] for row in summary.fetch.errors if row["http_status"] == 404
+        }
+        marks = new_marks(
+            listed, connection, dataset, listed_at_us=listed.started_us, not_found=not_found
         )
+        store_listing_marks(connection, dataset, marks, listed.started_us)
         summary.views = apply_views(connection, dataset)
         checkpoints.final()
 

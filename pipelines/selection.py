@@ -16,6 +16,7 @@ it again.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ import duckdb
 from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import TransientError
 from pipelines.eachlabs.listing import PAGE_SIZE, ListedExecution, WorkflowListing, list_workflow
-from pipelines.stored import listing_marks, stored_states, unfinished_ids
+from pipelines.stored import StoredState, listing_marks, stored_states, unfinished_ids
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Listed:
     ids: set[str] = field(default_factory=set)
     #: Listed executions stored final and unchanged: not fetched.
     unchanged: int = 0
+    #: When the listing began (epoch microseconds).
+    started_us: int = field(default_factory=lambda: int(time.time() * 1e6))
     #: Per listing (index into `listings`): its fetched executions and their created_at.
     _fetched: list[dict[str, int | None]] = field(default_factory=list)
 
@@ -85,7 +88,7 @@ def list_workflows(
             states = {} if refresh_all else stored_states(connection, dataset, ids)
             for execution in page:
                 state = states.get(execution.execution_id)
-                if state and state.is_final and not _is_newer(execution, state.updated_us):
+                if state and state.is_final and not _is_newer(execution, state):
                     listed.unchanged += 1
                     continue
                 listed.to_fetch.append(execution.execution_id)
@@ -103,16 +106,29 @@ def list_workflows(
 
 
 def new_marks(
-    listed: Listed, connection: duckdb.DuckDBPyConnection, dataset: str
+    listed: Listed,
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    *,
+    listed_at_us: int,
+    not_found: set[str],
 ) -> dict[tuple[str, str], int]:
     """The next high-water mark of each listing that read every page it needed (see the
-    module docstring); call after the run's last commit."""
+    module docstring); call after the run's last commit.
+
+    Args:
+        listed_at_us: When the run listed: no mark lies beyond it, so that a `created_at` in
+            the future (a skewed clock, bad data) cannot hide the executions created until
+            then.
+        not_found: Executions whose details the API did not know (404): nothing to wait for,
+            they do not hold a mark back.
+    """
     marks: dict[tuple[str, str], int] = {}
     for listing, fetched in zip(listed.listings, listed._fetched, strict=True):
         if not listing.is_complete or listing.newest_created_us is None:
             continue
-        mark = listing.newest_created_us
-        for execution_id in unfinished_ids(connection, dataset, fetched):
+        mark = min(listing.newest_created_us, listed_at_us)
+        for execution_id in unfinished_ids(connection, dataset, fetched.keys() - not_found):
             created_us = fetched[execution_id]
             if created_us is None:  # cannot be placed: the next run lists fully
                 break
@@ -122,13 +138,15 @@ def new_marks(
     return marks
 
 
-def _is_newer(execution: ListedExecution, stored_updated_us: int | None) -> bool:
-    """The listing shows a change the stored row lacks: never listed before (no stored
-    `updated_at`), or updated since."""
-    if stored_updated_us is None:
+def _is_newer(execution: ListedExecution, stored: StoredState) -> bool:
+    """The listing shows something the stored row lacks: its summary (never listed before),
+    or an `updated_at` later than the stored one (a summary without one cannot say so)."""
+    if not stored.was_listed:
         return True
-    listed_us = execution.updated_us
-    return listed_us is not None and listed_us > stored_updated_us
+    listed_us, stored_us = execution.updated_us, stored.updated_us
+    if listed_us is None:
+        return False
+    return stored_us is None or listed_us > stored_us
 
 
 def _pages(executions: Iterator[ListedExecution]) -> Iterator[list[ListedExecution]]:

@@ -23,10 +23,12 @@ MARKS_TABLE = "listing_marks"
 
 @dataclass(frozen=True)
 class StoredState:
-    """An execution as stored: whether it needs no new fetch by ID, and its `updated_at`."""
+    """An execution as stored: whether it needs no new fetch by ID, whether a listing stored
+    its summary, and its `updated_at`."""
 
     is_final: bool  # a terminal status, and not among the latest run's fetch_errors
     updated_us: int | None
+    was_listed: bool = False
 
 
 def _tables(connection: duckdb.DuckDBPyConnection, dataset: str) -> set[str]:
@@ -72,8 +74,13 @@ def stored_states(
     tables = _tables(connection, dataset)
     if not ids or "executions" not in tables:
         return {}
-    has_updated = "updated_at" in _columns(connection, dataset, "executions")
-    updated = "epoch_us(e.updated_at)" if has_updated else "null"
+    has_summary = set(SUMMARY_TYPES) <= _columns(connection, dataset, "executions")
+    updated = "epoch_us(e.updated_at)" if has_summary else "null"
+    was_listed = (
+        "(" + " or ".join(f"e.{name} is not null" for name in SUMMARY_TYPES) + ")"
+        if has_summary
+        else "false"
+    )
     failing = (
         f'e.execution_id in (select execution_id from "{dataset}".fetch_errors '
         "where execution_id is not null)"
@@ -82,11 +89,11 @@ def stored_states(
     )
     rows = connection.execute(
         f"select e.execution_id, coalesce(e.status in ({_terminal_list()}), false) "
-        f"and not {failing}, {updated} "
+        f"and not {failing}, {updated}, {was_listed} "
         f'from "{dataset}".executions e where e.execution_id in (select unnest(?::varchar[]))',
         [list(ids)],
     ).fetchall()
-    return {execution_id: StoredState(final, updated) for execution_id, final, updated in rows}
+    return {row[0]: StoredState(*row[1:]) for row in rows}
 
 
 def stored_summaries(
@@ -105,7 +112,7 @@ def stored_summaries(
         else name
         for name, type_ in SUMMARY_TYPES.items()
     )  # fmt: skip
-    listed = " or ".join(f"{name} is not null" for name in SUMMARY_TYPES)
+    listed = " or ".join(f"{name} is not null" for name in SUMMARY_TYPES)  # was_listed
     rows = connection.execute(
         f'select execution_id, {selected} from "{dataset}".executions '
         f"where execution_id in (select unnest(?::varchar[])) and ({listed})",

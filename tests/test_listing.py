@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -200,7 +201,9 @@ def test_second_run_over_an_unchanged_10000_execution_workflow_lists_two_pages_o
     assert second.returncode == 0, second.stderr
     assert len(list_requests(simulator)) <= 2
     assert detail_requests(simulator) == []
-    assert f"skipped as already final {size + 1}" not in second.stdout  # only what was listed
+    listed = int(second.stdout.split("listed ")[1].split(" executions")[0])
+    assert listed < size / 10  # the first pages only
+    assert f"requested {listed}, loaded 0, skipped as already final {listed}," in second.stdout
 
     # Its summary says it changed: exactly that one execution is fetched again.
     simulator.put_execution(changing, {"created_at": stamp, "updated_at": "2026-03-02T06:30:00Z"})
@@ -246,7 +249,30 @@ def test_running_executions_are_fetched_again_and_hold_the_mark_back(
     simulator.clear_request_log()
     assert load(workspace, simulator, "--workflow", WF).returncode == 0
     assert detail_requests(simulator) == ["still-running"]
-    assert sorted(ids) == ids
+
+    # Once it has finished, it is fetched once more, and the mark moves to the newest.
+    finished = {**running, "status": "completed", "completed_at": minute(30)}
+    simulator.put_execution(finished, {"created_at": minute(1), "updated_at": minute(30)})
+    for n in (4, 3, 2, 0):  # ...and put back on top of the list, newest first
+        simulator.put_execution(*_hand_made(simulator, ids[n]))
+    simulator.clear_request_log()
+    assert load(workspace, simulator, "--workflow", WF).returncode == 0
+    assert detail_requests(simulator) == ["still-running"]
+    mark = workspace.query("select created_at_mark::varchar from eachlabs.listing_marks")
+    assert mark == [("2026-01-01 00:04:00+00",)]
+    simulator.clear_request_log()
+    assert load(workspace, simulator, "--workflow", WF).returncode == 0
+    assert detail_requests(simulator) == []
+
+
+def _hand_made(simulator: Simulator, execution_id: str) -> tuple[dict, dict]:
+    """The payload and summary `put_executions` gave `execution_id` (n from its name)."""
+    n = int(execution_id.rsplit("-", 1)[1])
+    started = minute(n % 1440)
+    payload = one_step_execution(
+        execution_id, workflow_id=WF, started_at=started, completed_at=started
+    )
+    return payload, {"created_at": started, "updated_at": started}
 
 
 def test_summary_columns_cost_total_and_the_hashed_api_key(
@@ -299,22 +325,39 @@ def test_a_later_load_by_id_keeps_the_summary_columns(
     workspace: Workspace, simulator_factory: Callable[..., Simulator]
 ) -> None:
     simulator = simulator_factory(executions=0)
-    ids = put_executions(simulator, 3)
+    ids = ["k-0", "k-1", "k-2"]
+    summaries = [
+        {"cost": {"total": 0.5, "note": "café ☕"}, "api_key": "user-1", "version_id": "v2",
+         "deleted_at": "2026-01-02T00:00:00Z", "dry_run": True},
+        {"cost": 0.125, "flow_name": "Named"},
+        {"cost": None, "updated_at": None},
+    ]  # fmt: skip
+    for n, (execution_id, summary) in enumerate(zip(ids, summaries, strict=True)):
+        started = minute(n)
+        simulator.put_execution(
+            one_step_execution(execution_id, workflow_id=WF, started_at=started),
+            {"created_at": started, "updated_at": started, **summary},
+        )
     assert load(workspace, simulator, "--workflow", WF).returncode == 0
-    query = (
-        "select execution_id, flow_name, created_at, updated_at, dry_run, cost, fetched_at "
-        "from eachlabs.executions order by 1"
+    columns = "flow_name, version_id, created_at, updated_at, deleted_at, dry_run, "
+    columns += "cost::varchar, cost_total, triggered_by"
+    query = f"select execution_id, {columns}, fetched_at from eachlabs.executions order by 1"
+    steps = (
+        "select execution_id, execution_dry_run, execution_deleted_at "
+        "from eachlabs.step_outputs order by 1"
     )
-    before = workspace.query(query)
-    assert all(row[1] is not None and row[2] is not None for row in before)
+    before, steps_before = workspace.query(query), workspace.query(steps)
+    assert before[0][7] == '{"total":0.5,"note":"café ☕"}' and before[0][9] is not None
+    assert steps_before[0][1:] == (True, before[0][5])
 
     result = workspace.load(simulator, *ids, extra=["--refresh-all", "--quiet"])
 
     assert result.returncode == 0, result.stderr
     assert sorted(detail_requests(simulator)[-3:]) == ids  # fetched again, by ID
     after = workspace.query(query)
-    assert [row[:6] for row in after] == [row[:6] for row in before]
-    assert all(a[6] > b[6] for a, b in zip(after, before, strict=True))  # really rewritten
+    assert [row[:-1] for row in after] == [row[:-1] for row in before]
+    assert all(a[-1] > b[-1] for a, b in zip(after, before, strict=True))  # really rewritten
+    assert workspace.query(steps) == steps_before
 
 
 def test_listing_and_ids_give_the_same_rows_for_the_same_payloads(
@@ -390,3 +433,71 @@ def test_ids_and_workflows_combine_each_execution_once_with_its_summary(
     )
     assert rows == [("by-id-only", False), *((i, True) for i in listed)]
     assert "requested 4, loaded 4" in result.stdout
+
+
+def test_a_created_at_in_the_future_cannot_hide_later_executions(
+    workspace: Workspace, simulator_factory: Callable[..., Simulator]
+) -> None:
+    simulator = simulator_factory(executions=0)
+    put_executions(simulator, 5)
+    future = one_step_execution("from-2099", workflow_id=WF)
+    future_summary = {"created_at": "2099-01-01T00:00:00Z", "updated_at": "2099-01-01T00:00:00Z"}
+    simulator.put_execution(future, future_summary)
+    assert load(workspace, simulator, "--workflow", WF).returncode == 0
+    [(mark,)] = workspace.query("select created_at_mark from eachlabs.listing_marks")
+    assert mark <= datetime.now(UTC)  # not 2099
+
+    # Executions created after that run, listed newest first (the 2099 one still on top).
+    now = datetime.now(UTC)
+    new = []
+    for n in range(250):
+        created = (now + timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        execution_id = f"new-{n:03d}"
+        simulator.put_execution(
+            one_step_execution(execution_id, workflow_id=WF),
+            {"created_at": created, "updated_at": created},
+        )
+        new.append(execution_id)
+    simulator.put_execution(future, future_summary)
+    simulator.clear_request_log()
+
+    assert load(workspace, simulator, "--workflow", WF).returncode == 0
+    assert sorted(detail_requests(simulator)) == new
+
+
+def test_a_summary_without_updated_at_is_not_fetched_again_every_run(
+    workspace: Workspace, simulator_factory: Callable[..., Simulator]
+) -> None:
+    simulator = simulator_factory(executions=0)
+    for n in range(5):
+        simulator.put_execution(
+            one_step_execution(f"u-{n}", workflow_id=WF, started_at=minute(n)),
+            {"created_at": minute(n), "updated_at": None if n % 2 else "not a timestamp"},
+        )
+    assert load(workspace, simulator, "--workflow", WF).returncode == 0
+    assert len(detail_requests(simulator)) == 5
+    simulator.clear_request_log()
+
+    assert load(workspace, simulator, "--workflow", WF).returncode == 0
+    assert detail_requests(simulator) == []
+
+
+def test_a_bulk_listing_keeps_a_mark_of_its_own(
+    workspace: Workspace, simulator_factory: Callable[..., Simulator]
+) -> None:
+    simulator = simulator_factory(executions=400, running_share=0.0)
+    plans = [simulator.app.dataset.plan(i) for i in range(400)]
+    bulk = next(p for p in plans if p.bulk_id is not None)
+
+    assert load(workspace, simulator, "--workflow", bulk.workflow_id).returncode == 0
+    whole = workspace.query("select bulk_id, created_at_mark from eachlabs.listing_marks")
+    simulator.clear_request_log()
+    result = load(workspace, simulator, "--workflow", bulk.workflow_id, "--bulk-id", bulk.bulk_id)
+
+    assert result.returncode == 0, result.stderr
+    assert detail_requests(simulator) == []  # all stored by the whole listing
+    marks = workspace.query(
+        "select bulk_id, created_at_mark from eachlabs.listing_marks order by bulk_id"
+    )
+    assert marks[0] == whole[0] and marks[0][0] == ""
+    assert [row[0] for row in marks] == ["", bulk.bulk_id]

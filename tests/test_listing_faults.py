@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from tests.hostile import (
     HostileServer,
     redirect,
@@ -147,14 +149,18 @@ def test_an_unreachable_api_exits_1_naming_it(workspace) -> None:
     assert not workspace.db_path.exists()
 
 
-def test_a_404_that_is_not_the_apis_means_a_wrong_base_url(workspace) -> None:
+@pytest.mark.parametrize(
+    "text", ["no such page", "Cannot GET /api/v1/workflows/wf/executions", "not found"]
+)
+def test_a_404_that_is_not_the_apis_means_a_wrong_base_url(workspace, text: str) -> None:
     def not_the_api(handler) -> None:
-        send(handler, 404, json.dumps({"error": "no such page"}).encode())
+        send(handler, 404, json.dumps({"error": text}).encode())
 
     with HostileServer({route("wf"): not_the_api}) as server:
         result = workspace.load(server, extra=["--workflow", "wf", "--quiet"], env=FAST)
     assert result.returncode == 1
-    assert "answered 404 (no such page)" in result.stderr and "check base_url" in result.stderr
+    assert f"answered 404 ({text}), not the API's 'workflow not found'" in result.stderr
+    assert "check base_url" in result.stderr
 
 
 def test_a_changing_or_lying_total_count_does_not_end_the_paging(workspace) -> None:
@@ -169,3 +175,34 @@ def test_a_changing_or_lying_total_count_does_not_end_the_paging(workspace) -> N
         result = workspace.load(server, extra=["--workflow", "wf", "--quiet"], env=FAST)
     assert result.returncode == 0, result.stderr
     assert loaded(workspace) == {"p1", "p2"}
+
+
+def test_a_listed_execution_the_api_does_not_know_does_not_hold_the_mark_back(
+    workspace,
+) -> None:
+    routes = {route("wf"): serve_json(page("a", "gone")), "a": serve_payload("a")}
+    with HostileServer(routes) as server:
+        result = workspace.load(server, extra=["--workflow", "wf", "--quiet"], env=FAST)
+        again = workspace.load(server, extra=["--workflow", "wf", "--quiet"], env=FAST)
+        hits = [hit.path for hit in server.hits]
+    assert result.returncode == 0, result.stderr  # a 404 counts as done
+    marks = workspace.query("select created_at_mark::varchar from eachlabs.listing_marks")
+    assert marks == [("2026-01-01 00:59:00+00",)]  # a's, the newest; not gone's (00:58)
+    assert again.returncode == 0, again.stderr
+    assert hits.count("/api/v1/executions/gone") == 2  # asked again: it may appear later
+
+
+def test_a_run_that_fails_after_listing_leaves_the_marks_as_they_were(workspace) -> None:
+    listed = {"pages": page("a")}
+    routes = {
+        route("wf"): lambda handler: serve_json(listed["pages"])(handler),
+        "a": serve_payload("a"),
+        "b": lambda handler: send(handler, 401, b'{"error":"invalid api key"}'),
+    }
+    with HostileServer(routes) as server:
+        assert workspace.load(server, extra=["--workflow", "wf", "--quiet"]).returncode == 0
+        before = workspace.query("select * from eachlabs.listing_marks")
+        listed["pages"] = page("b", "a")  # b is newer; fetching it is refused
+        result = workspace.load(server, extra=["--workflow", "wf", "--quiet"], env=FAST)
+    assert result.returncode == 1
+    assert workspace.query("select * from eachlabs.listing_marks") == before

@@ -391,3 +391,10 @@ def test_number_beyond_double_range_is_kept_in_metadata_extra() -> None:
     [row] = rows([execution(step_outputs={"s": step("s", metadata=metadata)})], "step_outputs")
     assert row["elapsed_seconds"] is None
     assert json.loads(row["metadata_extra"]) == {"elapsed_seconds": 10**400}
+
+
+def test_an_api_key_field_in_a_payload_is_not_stored() -> None:
+    """The list endpoint's `api_key` may be a key; a detail payload carrying it keeps only
+    that it was there."""
+    [row] = rows([execution(api_key="sk-live-DISTINCTIVE-777", cost=1)], "executions")
+    assert json.loads(row["extra_fields"]) == {"api_key": "[redacted]", "cost": 1}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +51,13 @@ from pipelines.eachlabs.ids import validate_execution_id
 
 logger = logging.getLogger(__name__)
 
+
+#: The API's own 404 answers: "execution not found", "workflow not found" (any case).
+_EXECUTION_NOT_FOUND = (re.compile("execution", re.IGNORECASE), "execution not found")
+_WORKFLOW_NOT_FOUND = (
+    re.compile(r"\b(work)?flows?\b.*\bnot found", re.IGNORECASE),
+    "workflow not found",
+)
 
 #: About how many bytes of answers the fetcher reads at once, however big each one is.
 _IN_FLIGHT_MAX_BYTES = 32 * 1024 * 1024
@@ -202,7 +210,7 @@ class EachlabsClient:
             params={"timeout": self.long_poll_timeout_s},
             subject=f"execution {execution_id}",
             decode=lambda body: decode_execution(body, execution_id),
-            not_found_word="execution",
+            not_found=_EXECUTION_NOT_FOUND,
         )
         return self._get(request)
 
@@ -229,7 +237,7 @@ class EachlabsClient:
             params=params,
             subject=f"workflow {workflow_id} (offset {offset})",
             decode=decode_list_page,
-            not_found_word="flow",
+            not_found=_WORKFLOW_NOT_FOUND,
         )
         page, attempts, _ = self._get(request)
         return page, attempts
@@ -368,13 +376,14 @@ class EachlabsClient:
             )
         if status == 404:
             message = error_text(body)
-            if request.not_found_word not in message.lower():
+            pattern, example = request.not_found
+            if not pattern.search(message):
                 # The API says "execution not found" ("workflow not found"); any other 404
                 # means the URL is wrong, and would otherwise pass silently as "not found".
                 path = request.url[len(self.base_url) :].rsplit("/", 1)[0]
                 raise ConfigError(
-                    f"{self.base_url}{path}/... answered 404 ({message[:100]}), not the "
-                    f"API's '{request.not_found_word} ... not found': check base_url "
+                    f"{self.base_url}{path}/... answered 404 ({message[:100]}), "
+                    f"not the API's '{example}': check base_url "
                     f"(e.g. {settings.DEFAULT_BASE_URL})"
                 )
             raise NotFoundError(f"not found: {message}", http_status=404, attempts=attempt)
@@ -512,9 +521,9 @@ class _Request:
     params: dict[str, Any]
     subject: str  # for log lines: "execution <id>", "workflow <id> (offset n)"
     decode: Callable[[bytes], dict[str, Any]]
-    #: The word a 404 from the API itself names ("execution not found"): any other 404
-    #: means base_url is wrong.
-    not_found_word: str
+    #: How a 404 from the API itself reads (a pattern, and an example for the message): any
+    #: other 404 means base_url is wrong.
+    not_found: tuple[re.Pattern[str], str]
 
 
 def _is_unreachable(result: FetchResult) -> bool:

@@ -45,6 +45,10 @@ KNOWN_STEP_FIELDS = frozenset(
         "metadata", "error", "error_cause",
     }
 )  # fmt: skip
+#: Fields that may hold a secret (the list endpoint's `api_key` "user/API key identifier"):
+#: should a payload carry one, `extra_fields` keeps only that it was there.
+SECRET_FIELDS = frozenset({"api_key"})
+REDACTED = "[redacted]"
 #: metadata keys that get columns of their own; any other key goes to `metadata_extra`.
 KNOWN_METADATA_FIELDS = frozenset(
     {
@@ -164,7 +168,11 @@ class _Drift:
             return None
 
     def extra_fields(self, known: frozenset[str]) -> str | None:
-        extra = {key: value for key, value in self.source.items() if key not in known}
+        extra = {
+            key: REDACTED if key in SECRET_FIELDS else value
+            for key, value in self.source.items()
+            if key not in known
+        }
         extra.update(self.kept)
         return to_json(extra) if extra else None
 
