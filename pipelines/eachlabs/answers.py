@@ -89,16 +89,10 @@ class _NotJson(ValueError):
     """The body uses something JSON does not allow (NaN, Infinity): permanent."""
 
 
-def decode_execution(body: bytes, execution_id: str) -> dict[str, Any]:
-    """The execution object of a 200 body.
-
-    A cut-short or unreadable body is usually a broken connection and is retried
-    (`Retryable`); a body that is well-formed but unusable as JSON (NaN, nesting deeper than
-    Python can read) is a `PayloadError` at once, which `_attempt` records as an
-    `UnusableBodyError` with its HTTP status.
-    """
+def _json_body(body: bytes) -> Any:
+    """The decoded JSON of a 200 body (see `decode_execution` for what is retried)."""
     try:
-        payload = json.loads(body, parse_constant=_refuse_constant)
+        return json.loads(body, parse_constant=_refuse_constant)
     except _NotJson as exc:
         raise PayloadError(f"invalid JSON body: {exc}") from None
     except RecursionError:
@@ -109,6 +103,17 @@ def decode_execution(body: bytes, execution_id: str) -> dict[str, Any]:
             200,
             is_payload_problem=True,
         ) from None
+
+
+def decode_execution(body: bytes, execution_id: str) -> dict[str, Any]:
+    """The execution object of a 200 body.
+
+    A cut-short or unreadable body is usually a broken connection and is retried
+    (`Retryable`); a body that is well-formed but unusable as JSON (NaN, nesting deeper than
+    Python can read) is a `PayloadError` at once, which `_attempt` records as an
+    `UnusableBodyError` with its HTTP status.
+    """
+    payload = _json_body(body)
     if not isinstance(payload, dict):
         raise Retryable(
             f"expected a JSON object, got {_json_kind(payload)}", 200, is_payload_problem=True
@@ -130,18 +135,7 @@ def decode_list_page(body: bytes) -> dict[str, Any]:
     Read like an execution's body (`decode_execution`); what the page's fields mean is the
     listing's business (`listing.py`), which trusts its items no more than a payload.
     """
-    try:
-        page = json.loads(body, parse_constant=_refuse_constant)
-    except _NotJson as exc:
-        raise PayloadError(f"invalid JSON body: {exc}") from None
-    except RecursionError:
-        raise PayloadError("JSON body nested too deeply to read (over ~1,000 levels)") from None
-    except ValueError as exc:
-        raise Retryable(
-            f"malformed JSON body ({exc.__class__.__name__}: {short(exc)})",
-            200,
-            is_payload_problem=True,
-        ) from None
+    page = _json_body(body)
     if not isinstance(page, dict) or not isinstance(page.get("executions"), list):
         kind = _json_kind(page.get("executions") if isinstance(page, dict) else page)
         raise Retryable(
