@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import build_parser
-from pipelines.eachlabs.settings import DEFAULTS, SETTING_NAMES
+from pipelines.eachlabs.settings import DEFAULTS, SECRETS, SETTING_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -116,7 +116,7 @@ def test_every_flag_the_docs_name_exists() -> None:
     assert not missing, f"the docs name flags no command has: {sorted(missing)}"
 
 
-SETTINGS = [name for name in SETTING_NAMES if name != "api_key"]  # the key is a secret
+SETTINGS = [name for name in SETTING_NAMES if name not in SECRETS]  # secrets: not in config
 
 
 def test_config_toml_lists_exactly_the_settings_with_their_defaults() -> None:
@@ -139,6 +139,7 @@ def test_every_setting_is_in_the_readme_and_config_toml(setting: str) -> None:
 
 def test_the_readme_names_the_secret_setting() -> None:
     assert "`api_key` (secret)" in section("Configuration")
+    assert "`webhook_token` (secret)" in section("Configuration")
 
 
 TABLES = ["executions", "step_outputs", "step_params", "fetch_errors"]

@@ -2,8 +2,8 @@
 
 Kept apart from `settings.py`, which declares the settings without importing dlt, so that the
 CLI can build its flags and answer `--help` and `--version` quickly. The spec adds only what
-dlt needs to know: `api_key` is a secret (read from .dlt/secrets.toml or the environment,
-never from config.toml).
+dlt needs to know: `api_key` and `webhook_token` are secrets (read from .dlt/secrets.toml or
+the environment, never from config.toml).
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ class EachlabsSettingsSpec(BaseConfiguration, EachlabsSettings):
 
     api_key: TSecretStrValue = dataclasses.field(
         default=None, metadata=SETTING_FIELDS["api_key"].metadata
+    )
+    webhook_token: TSecretStrValue | None = dataclasses.field(
+        default=None, metadata=SETTING_FIELDS["webhook_token"].metadata
     )
 
 

@@ -90,6 +90,30 @@ def _api_key(value: Any) -> str | None:
     return None
 
 
+#: The shortest webhook token accepted, and how to make a good one.
+WEBHOOK_TOKEN_MIN_CHARS = 32
+WEBHOOK_TOKEN_HINT = (
+    "make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` and set "
+    "SOURCES__EACHLABS__WEBHOOK_TOKEN or webhook_token under [sources.eachlabs] in "
+    ".dlt/secrets.toml"
+)
+_TOKEN = re.compile(r"[A-Za-z0-9_~.-]+")
+
+
+def _webhook_token(value: Any) -> str | None:
+    if value is None:  # only the receiver needs one; it says so itself
+        return None
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        # Never echo the token: say what is wrong with it, not what it is.
+        return (
+            "may hold only letters, digits and '-', '_', '.', '~' (it is part of the URL path); "
+            + WEBHOOK_TOKEN_HINT
+        )
+    if len(value) < WEBHOOK_TOKEN_MIN_CHARS:
+        return f"is shorter than {WEBHOOK_TOKEN_MIN_CHARS} characters: {WEBHOOK_TOKEN_HINT}"
+    return None
+
+
 def _base_url(value: Any) -> str | None:
     if isinstance(value, str) and _BASE_URL.fullmatch(value):
         return None
@@ -185,6 +209,14 @@ class EachlabsSettings:
         _whole(1),
     )
 
+    webhook_token: str | None = _setting(
+        None,
+        "The secret path segment of `eachlabs-pipeline webhook` (`POST /webhooks/<token>`): "
+        "at least 32 URL-safe characters, in .dlt/secrets.toml or "
+        "SOURCES__EACHLABS__WEBHOOK_TOKEN, never in config.toml. Only the receiver needs it.",
+        _webhook_token,
+        message="the webhook token {problem}",
+    )
     listing_overlap_s: float = _setting(
         3600.0,
         "`load --workflow` stops paging a workflow once a whole page was created this long "
@@ -209,8 +241,8 @@ class EachlabsSettings:
             )
         return self
 
-    def __repr__(self) -> str:  # never show the key
-        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in SETTING_NAMES if n != "api_key")
+    def __repr__(self) -> str:  # never show a secret
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in SETTING_NAMES if n not in SECRETS)
         return f"EachlabsSettings({shown})"
 
 
@@ -219,6 +251,8 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {
     f.name: f for f in dataclasses.fields(EachlabsSettings) if "doc" in f.metadata
 }
 SETTING_NAMES = tuple(SETTING_FIELDS)
+#: The settings that are secrets: .dlt/secrets.toml or the environment only, never shown.
+SECRETS = ("api_key", "webhook_token")
 #: The settings with their defaults (api_key: None).
 DEFAULTS = EachlabsSettings()
 
