@@ -534,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose or not _is_dlt_step_failure(exc):
             raise
         _err(dlt_failure_message(exc))
-    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (load.Terminated): 143
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (dlt_run.Terminated): 143
         _err(
             "interrupted; run the same command again to finish the load (the chunks "
             "committed so far are kept and not fetched again)"

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dlt
 import duckdb
-from dlt.pipeline.exceptions import PipelineStepFailed
 
 from pipelines.chunks import ChunkEnd, Peekable, add_chunk, combined, take
+from pipelines.dlt_run import (
+    dlt_settings,
+    load_chunk,
+    pipeline_name_for,
+    sigterm_as_interrupt,
+)
 from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
 from pipelines.eachlabs.client import EachlabsClient
-from pipelines.eachlabs.errors import EachlabsError
 from pipelines.eachlabs.helpers import error_row
 from pipelines.eachlabs.ids import select_ids, validate_execution_id
 from pipelines.eachlabs.listing import WorkflowListing
@@ -35,18 +33,14 @@ from pipelines.stored import (
     stored_summaries,
     upgrade_tables,
 )
+from pipelines.summary import LoadSummary
 from pipelines.target import (
-    DUCKDB_MEMORY_LIMIT_MB,
     LARGE_VALUE_BYTES,
     Checkpoints,
     check_target,
     chunk_memory_mb,
     connect_duckdb,
     holds_no_rows,
-    is_out_of_memory,
-    lock_conflict,
-    locked_error,
-    memory_ceiling_mb,
     remove_database,
     set_memory_limit,
     writer_settings,
@@ -56,89 +50,7 @@ from pipelines.views import apply_views
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadSummary:
-    """What a run did, for the final summary line and the exit code."""
-
-    fetch: FetchReport = field(default_factory=FetchReport)
-    duplicates: int = 0
-    skipped_final: int = 0
-    elapsed_s: float = 0.0
-    resumed_interrupted_load: bool = False
-    chunks: int = 0
-    views: list[str] = field(default_factory=list)
-    #: The ID list was empty: nothing was fetched and no table was touched.
-    no_ids: bool = False
-    #: This run created the DuckDB file (it did not exist when the run opened it).
-    created_file: bool = False
-    #: The workflows listed (`--workflow`), each with what its listing found.
-    listings: list[WorkflowListing] = field(default_factory=list)
-
-    @property
-    def failed_listings(self) -> int:
-        return sum(listing.error is not None for listing in self.listings)
-
-    @property
-    def requested(self) -> int:
-        return self.fetch.requested + self.skipped_final
-
-    @property
-    def all_not_found(self) -> bool:
-        """Every ID sent came back 404: more likely a wrong base URL or key than bad IDs
-        (unless a workflow's list was read with the same URL and key)."""
-        fetch = self.fetch
-        has_listed = any(listing.pages for listing in self.listings)
-        return fetch.not_found > 0 and fetch.not_found == fetch.done and not has_listed
-
-    @property
-    def exit_code(self) -> int:
-        """0 when everything was loaded or is known not to exist, 2 when some IDs failed (or
-        when every ID was unknown to the API, which a scheduler should notice)."""
-        fetch = self.fetch
-        partial = fetch.failed or fetch.rejected or self.failed_listings or self.all_not_found
-        return 2 if partial else 0
-
-    def describe(self) -> str:
-        if self.no_ids:
-            return "no execution IDs given (the list was empty): nothing to do, no table changed"
-        fetch = self.fetch
-        resumed = "finished an interrupted earlier load; " if self.resumed_interrupted_load else ""
-        if self.listings:
-            listed = sum(listing.listed for listing in self.listings)
-            pages = sum(listing.pages for listing in self.listings)
-            failed = f", {self.failed_listings} failed" if self.failed_listings else ""
-            resumed += (
-                f"listed {listed} executions of {len(self.listings)} workflows in {pages} "
-                f"pages{failed}; "
-            )
-        return resumed + (
-            f"requested {self.requested}, loaded {fetch.loaded}, "
-            f"skipped as already final {self.skipped_final}, not found {fetch.not_found}, "
-            f"failed {fetch.failed}, rejected {fetch.rejected} in {self.elapsed_s:.1f}s"
-            + (f" ({self.duplicates} duplicate IDs ignored)" if self.duplicates else "")
-        )
-
-
-def pipeline_name_for(db_path: Path, dataset: str) -> str:
-    """A dlt pipeline name unique to the DuckDB file and dataset.
-
-    dlt keeps pending load packages per pipeline name; keying the name by the file means an
-    interrupted load into one file is never replayed into another.
-    """
-    digest = hashlib.sha1(str(db_path.resolve()).encode()).hexdigest()[:10]
-    return f"eachlabs_{dataset}_{digest}"
-
-
-def _sigterm_as_interrupt(function: Callable[..., LoadSummary]) -> Callable[..., LoadSummary]:
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> LoadSummary:
-        with _terminate_as_interrupt():
-            return function(*args, **kwargs)
-
-    return wrapper
-
-
-@_sigterm_as_interrupt
+@sigterm_as_interrupt
 def run_load(
     ids: Iterable[str] = (),
     *,
@@ -212,7 +124,7 @@ def run_load(
     summary = LoadSummary()
     started = time.monotonic() if started_at is None else started_at
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
-    with load_lock(db_path, lock_wait_s) as lock, _dlt_settings():
+    with load_lock(db_path, lock_wait_s) as lock, dlt_settings():
         try:
             _run_load(
                 ids, listing, db_path, dataset, refresh_all, config, on_progress, on_commit,
@@ -271,7 +183,7 @@ def _run_load(
             # An earlier run was interrupted after fetching: finish loading what it fetched
             # first, so that this run starts from exact tables. (If nothing was ever loaded
             # into the file, dlt discards the package instead; the IDs are fetched again.)
-            summary.resumed_interrupted_load = _load_chunk(pipeline, None, connection)
+            summary.resumed_interrupted_load = load_chunk(pipeline, None, connection)
             if summary.resumed_interrupted_load:  # its sizes are unknown: room, no merging
                 checkpoints.after_chunk(largest_body_bytes=LARGE_VALUE_BYTES)
 
@@ -306,7 +218,7 @@ def _run_load(
             )  # fmt: skip
             if not first:  # the run's errors: replaced by the first chunk, then added to
                 source.resources["fetch_errors"].apply_hints(write_disposition="append")
-            _load_chunk(pipeline, source, connection)
+            load_chunk(pipeline, source, connection)
             # The chunk's rows go into the file now: memory is bounded by the chunk however
             # large the file grows (see `writer_settings`).
             checkpoints.after_chunk(chunk.largest_body_bytes)
@@ -360,86 +272,12 @@ def _listing_errors(listed: Listed) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_chunk(pipeline: dlt.Pipeline, source: Any, connection: duckdb.DuckDBPyConnection) -> bool:
-    """Run one chunk through dlt (`source` None: only the pending package). If DuckDB runs
-    out of its capped memory (a single execution of many MB can), finish the chunk's pending
-    package with the cap lifted to half the machine's memory; `checkpoint` caps it again.
-    Returns whether a package was loaded."""
-    try:
-        return _run_pipeline(pipeline, source) is not None
-    except PipelineStepFailed as exc:
-        ceiling_mb = memory_ceiling_mb()
-        if not is_out_of_memory(exc) or DUCKDB_MEMORY_LIMIT_MB >= ceiling_mb:
-            raise
-    log.info("DuckDB ran out of memory in a chunk; finishing it with %d MiB", ceiling_mb)
-    set_memory_limit(connection, ceiling_mb)
-    return _run_pipeline(pipeline, None) is not None  # the chunk's package is normalised
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (cron wrappers, systemd, containers) stops a load like Ctrl-C: exit 143."""
-
-    exit_code = 143
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` while loading, so it unwinds like Ctrl-C does.
-
-    Committed chunks stay; the chunk in flight is dropped (or, if dlt already holds its
-    package, finished by the next run). Only the main thread can set signal handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def chunk_limits(executions: int | None = None, seconds: float | None = None) -> tuple[int, float]:
     """The chunk limits: explicit values, else dlt config (`chunk_executions`,
     `chunk_seconds` under [sources.eachlabs] or SOURCES__EACHLABS__...), else the defaults."""
     chunks = {"chunk_executions": executions, "chunk_seconds": seconds}
     config = resolve_settings(chunks, only=chunks)
     return config.chunk_executions, float(config.chunk_seconds)
-
-
-@contextmanager
-def _dlt_settings() -> Iterator[None]:
-    """dlt settings of a load, for its duration only (environment variables the user set win).
-
-    - dlt keeps a full copy of each merged table in `<dataset>_staging`: emptied after each
-      load.
-    - dlt would gather up to 5,000 rows of a table into one parquet row group, which DuckDB
-      reads whole (a row group of thousands of MB-sized steps would not fit its memory cap);
-      the source's batches are already bounded by rows and bytes, so each is written as it
-      comes.
-    - dlt loads a package's table jobs on up to 20 threads; DuckDB writes one at a time
-      anyway. One job at a time loaded 5,000 executions in 12 s instead of 14 s (side by side,
-      two runs each), and no small table's commit can run out of a capped memory beside a big
-      table's insert (a failed commit invalidates the DuckDB database, which the
-      out-of-memory fallback cannot recover; tests/test_faults_memory.py hit it once in a
-      full run).
-    """
-    wanted = {
-        "LOAD__TRUNCATE_STAGING_DATASET": "true",
-        "EXTRACT__DATA_WRITER__BUFFER_MAX_ITEMS": "1",
-        "LOAD__WORKERS": "1",
-    }
-    added = [name for name in wanted if name not in os.environ]
-    os.environ.update({name: wanted[name] for name in added})
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 def _make_source(
@@ -471,32 +309,3 @@ def _make_source(
         summaries=summaries,
         first_errors=first_errors,
     )
-
-
-def _run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
-    """Run dlt, surfacing our own errors (e.g. AuthError) from dlt's wrapping exception."""
-    try:
-        return pipeline.run(source)
-    except PipelineStepFailed as exc:
-        cause = _own_cause(exc)
-        if cause is not None:
-            raise cause from None
-        conflict = lock_conflict(exc)
-        if conflict is not None:
-            raise locked_error(
-                None, conflict, "what was fetched is kept and loaded by the next run"
-            ) from None
-        exc.has_pending_load = pipeline.has_pending_data  # type: ignore[attr-defined]
-        raise
-
-
-def _own_cause(exc: BaseException) -> EachlabsError | KeyboardInterrupt | None:
-    """Our own error (or Ctrl-C) behind dlt's wrapping exceptions, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, EachlabsError | KeyboardInterrupt):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
