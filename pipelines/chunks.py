@@ -8,8 +8,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pipelines.eachlabs import EachlabsSettings, FetchReport
+
+_Item = TypeVar("_Item")
 
 
 @dataclass
@@ -37,8 +40,8 @@ class ChunkEnd:
         )
 
 
-def take(ids: Iterator[str], end: ChunkEnd) -> Iterator[str]:
-    """IDs from `ids` until the chunk is full.
+def take(ids: Iterator[_Item], end: ChunkEnd) -> Iterator[_Item]:
+    """IDs (or bodies read from files) from `ids` until the chunk is full.
 
     The fetcher draws IDs lazily, so the IDs not handed out stay in `ids` for the next chunk.
     IDs already handed out are still fetched: until the first answers of a run show their
@@ -50,14 +53,15 @@ def take(ids: Iterator[str], end: ChunkEnd) -> Iterator[str]:
             return
 
 
-class Peekable(Iterator[str]):
-    """An iterator of IDs that can tell whether another one is coming without losing it."""
+class Peekable(Iterator[_Item]):
+    """An iterator (of IDs, of bodies) that can tell whether another item is coming without
+    losing it."""
 
-    def __init__(self, items: Iterable[str]) -> None:
+    def __init__(self, items: Iterable[_Item]) -> None:
         self._items = iter(items)
-        self._next: list[str] = []
+        self._next: list[_Item] = []
 
-    def __next__(self) -> str:
+    def __next__(self) -> _Item:
         return self._next.pop() if self._next else next(self._items)
 
     def has_more(self) -> bool:

@@ -116,11 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = subparsers.add_parser(
         "load",
-        help="fetch executions (by ID or by workflow) and merge them into DuckDB",
+        help="load executions (by ID, by workflow, from files or the webhook spool) into DuckDB",
         description=(
             "Fetch executions by ID, or every execution of a workflow (--workflow), from the "
-            "Eachlabs Workflows API and merge them into the executions, step_outputs, "
-            "step_params and fetch_errors tables, then apply the SQL views. IDs stored with a "
+            "Eachlabs Workflows API, or read their bodies from files (--from-jsonl) or the "
+            "webhook receiver's spool (--from-spool), and merge them into the executions, "
+            "step_outputs, step_params and fetch_errors tables, then apply the SQL views. "
+            "IDs stored with a "
             "final status (completed, failed, cancelled) are not fetched again unless "
             "--refresh-all is given; a listed execution is fetched only when new or changed. "
             "The API key comes from "
@@ -153,6 +155,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--bulk-id",
         metavar="UUID",
         help="with --workflow: list only the executions of this bulk operation",
+    )
+    load.add_argument(
+        "--from-jsonl",
+        dest="jsonl",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="also load execution bodies (one JSON object per line, as GET /executions/{id} "
+        "answers) from this file, .gz file, folder of *.jsonl[.gz] files, or '-' for stdin "
+        "(repeatable); no API key needed unless --verify",
+    )
+    load.add_argument(
+        "--from-spool",
+        dest="spool",
+        type=Path,
+        metavar="DIR",
+        help="also load the closed files of the webhook receiver's spool folder, then move "
+        "them to DIR/loaded/",
+    )
+    load.add_argument(
+        "--include-open",
+        action="store_true",
+        help="with --from-spool: also load the complete lines of the file the receiver is "
+        "still writing (it is not moved)",
+    )
+    load.add_argument(
+        "--verify",
+        action="store_true",
+        help="with --from-jsonl / --from-spool: fetch each execution from the API by ID and "
+        "load that answer instead of the body (an ID the API does not know is not loaded)",
     )
     load.add_argument(
         "--full-listing",
@@ -274,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulator_parser(subparsers)
     add_wait_ready_parser(subparsers)
+    from pipelines.webhook.cli import add_webhook_command
+
+    add_webhook_command(subparsers)
     for command_parser in subparsers.choices.values():
         # -v works after the subcommand too; SUPPRESS keeps a -v given before it.
         _add_verbose(command_parser, default=argparse.SUPPRESS)
@@ -300,9 +335,10 @@ def _read_ids(args: argparse.Namespace) -> list[str]:
         except OSError as exc:
             raise ConfigError(f"cannot read --ids-file {path}: {exc.strerror}") from None
         ids.extend(parse_id_lines(_decode_lines(data, f"--ids-file {path}")))
-    elif not ids and not args.workflows:
+    elif not ids and not args.workflows and not args.jsonl and args.spool is None:
         raise ConfigError(
-            "no executions given: pass IDs as arguments, --ids-file PATH or --workflow WF"
+            "no executions given: pass IDs as arguments, --ids-file PATH, --workflow WF, "
+            "--from-jsonl PATH or --from-spool DIR"
         )
     return ids
 
@@ -346,7 +382,8 @@ def _print_summary(summary: LoadSummary) -> None:
     errors = summary.fetch.errors
     for row in errors[:10]:
         status = row["http_status"] if row["http_status"] is not None else "-"
-        subject = row["execution_id"] or f"workflow {row.get('workflow_id')}"
+        workflow = f"workflow {row['workflow_id']}" if row.get("workflow_id") else "body"
+        subject = row["execution_id"] or workflow
         print(f"  {subject}: [{status}] {row['error']}", file=sys.stderr)
     if len(errors) > 10:
         print(f"  ... and {len(errors) - 10} more in fetch_errors", file=sys.stderr)
@@ -363,9 +400,23 @@ def _cmd_load(args: argparse.Namespace) -> int:
     if (args.bulk_id or args.full_listing) and not args.workflows:
         flag = "--bulk-id" if args.bulk_id else "--full-listing"
         raise ConfigError(f"{flag} applies to listed workflows: add --workflow WF")
+    if args.include_open and args.spool is None:
+        raise ConfigError("--include-open applies to --from-spool DIR")
+    if args.verify and not args.jsonl and args.spool is None:
+        raise ConfigError("--verify applies to --from-jsonl PATH or --from-spool DIR")
+    if args.ids_file == "-" and "-" in args.jsonl:
+        raise ConfigError("--ids-file - and --from-jsonl - cannot both read stdin")
+    from pipelines.bodies import jsonl_files, spool_files
+
+    files = jsonl_files(args.jsonl)
+    if args.spool is not None:
+        files += spool_files(args.spool, include_open=args.include_open)
     summary = run_load(
         _read_ids(args),
         workflows=args.workflows,
+        files=files,
+        spool=args.spool,
+        verify=args.verify,
         bulk_id=args.bulk_id,
         full_listing=args.full_listing,
         on_listed=None if args.quiet else _print_listing,

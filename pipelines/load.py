@@ -12,6 +12,8 @@ from typing import Any
 import dlt
 import duckdb
 
+from pipelines import bodies
+from pipelines.bodies import BodyFile
 from pipelines.chunks import ChunkEnd, Peekable, add_chunk, combined, take
 from pipelines.dlt_run import (
     dlt_settings,
@@ -20,11 +22,16 @@ from pipelines.dlt_run import (
     sigterm_as_interrupt,
 )
 from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
-from pipelines.eachlabs.client import EachlabsClient
+from pipelines.eachlabs.client import EachlabsClient, FetchResult
 from pipelines.eachlabs.helpers import error_row
 from pipelines.eachlabs.ids import select_ids, validate_execution_id
 from pipelines.eachlabs.listing import WorkflowListing
-from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH, resolve_settings
+from pipelines.eachlabs.settings import (
+    DEFAULT_DATASET,
+    DEFAULT_DB_PATH,
+    SETTING_NAMES,
+    resolve_settings,
+)
 from pipelines.lock import load_lock
 from pipelines.selection import Listed, list_workflows, new_marks
 from pipelines.stored import (
@@ -58,6 +65,9 @@ def run_load(
     bulk_id: str | None = None,
     full_listing: bool = False,
     on_listed: Callable[[WorkflowListing], None] | None = None,
+    files: list[BodyFile] | None = None,
+    spool: Path | None = None,
+    verify: bool = False,
     db_path: Path = DEFAULT_DB_PATH,
     dataset: str = DEFAULT_DATASET,
     refresh_all: bool = False,
@@ -79,6 +89,14 @@ def run_load(
         full_listing: Read every page of each workflow's list, ignoring the marks the last
             run left (`--refresh-all` implies it).
         on_listed: Called with each workflow's listing once it is read.
+        files: Files of execution bodies (`pipelines.bodies`: JSON Lines, the spool) loaded
+            as read, through the same normaliser and merge; no request is sent and no API key
+            is needed. For each execution the latest body wins; executions stored final are
+            skipped (unless `refresh_all`).
+        spool: The webhook spool `files` came from: its closed files are moved to
+            `spool/loaded/` after the last commit (not when `verify` left fetches failed).
+        verify: Fetch each execution of `files` from the API by ID and load that answer
+            instead of the body (an ID the API does not know is recorded, not loaded).
         db_path: The DuckDB file (created if missing).
         dataset: DuckDB schema of the tables and views.
         refresh_all: Fetch IDs (and listed executions) again even if they are stored with a
@@ -110,7 +128,8 @@ def run_load(
     check_target(db_path, dataset)
     ids = list(ids)
     workflows = list(workflows)
-    if not ids and not workflows:
+    files = list(files or [])
+    if not ids and not workflows and not files:
         # An empty list is not an error (an upstream export found nothing new), but it must not
         # empty fetch_errors or touch any other table either.
         return LoadSummary(no_ids=True)
@@ -118,18 +137,24 @@ def run_load(
         validate_execution_id(workflow_id, "workflow")
     if bulk_id is not None:
         validate_execution_id(bulk_id, "bulk")
-    listing = _Listing(workflows, bulk_id, full_listing or refresh_all, on_listed)
+    inputs = Inputs(
+        ids, workflows, bulk_id, full_listing or refresh_all, on_listed, files, spool, verify
+    )
     chunks = {"chunk_executions": chunk_executions, "chunk_seconds": chunk_seconds}
-    config = resolve_settings({**(source_options or {}), **chunks})
+    # Bodies read from files need no API key; anything fetched does.
+    no_key = files and not ids and not workflows and not verify
+    config = resolve_settings(
+        {**(source_options or {}), **chunks},
+        only=[name for name in SETTING_NAMES if name != "api_key"] if no_key else None,
+    )
     summary = LoadSummary()
     started = time.monotonic() if started_at is None else started_at
     # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
     with load_lock(db_path, lock_wait_s) as lock, dlt_settings():
         try:
             _run_load(
-                ids, listing, db_path, dataset, refresh_all, config, on_progress, on_commit,
-                summary,
-            )  # fmt: skip
+                inputs, db_path, dataset, refresh_all, config, on_progress, on_commit, summary
+            )
         except BaseException:
             # Nothing was loaded into a file this run created: leave no empty file behind for
             # `report` to stumble on. A file holding any row (a committed chunk, or part of
@@ -144,18 +169,21 @@ def run_load(
 
 
 @dataclass
-class _Listing:
-    """What to list (see `run_load`)."""
+class Inputs:
+    """Where a run's executions come from (see `run_load`)."""
 
+    ids: list[str]
     workflows: list[str]
     bulk_id: str | None
-    full: bool
+    full_listing: bool
     on_listed: Callable[[WorkflowListing], None] | None
+    files: list[BodyFile]
+    spool: Path | None
+    verify: bool
 
 
 def _run_load(
-    ids: list[str],
-    listing: _Listing,
+    inputs: Inputs,
     db_path: Path,
     dataset: str,
     refresh_all: bool,
@@ -187,34 +215,119 @@ def _run_load(
             if summary.resumed_interrupted_load:  # its sizes are unknown: room, no merging
                 checkpoints.after_chunk(largest_body_bytes=LARGE_VALUE_BYTES)
 
-        selection = select_ids(ids)
-        summary.duplicates = selection.duplicates
-        listed = _list(listing, config, connection, dataset, refresh_all)
-        summary.listings = listed.listings
-        by_id = [i for i in selection.valid if i not in listed.ids]
-        skip = set() if refresh_all or not by_id else stored_final_ids(connection, dataset)
-        fetch_by_id = [i for i in by_id if i not in skip]
-        to_fetch = listed.to_fetch + fetch_by_id
-        # Executions fetched by ID keep the summary columns a listing stored for them.
-        summaries = {**stored_summaries(connection, dataset, fetch_by_id), **listed.summaries}
-        summary.skipped_final = len(by_id) - len(fetch_by_id) + listed.unchanged
-        summary.fetch.requested = len(to_fetch) + len(selection.rejected)
-        summary.fetch.rejected = len(selection.rejected)
-        first_errors = _listing_errors(listed)
+        plan = _plan(inputs, config, connection, dataset, refresh_all, summary)
+        _load_chunks(
+            plan, pipeline, connection, checkpoints, config, on_progress, on_commit, summary
+        )
+        # Only now, with every chunk committed, may the next run's listings stop earlier and
+        # the spool's files be put away.
+        listed = plan.listed
+        not_found = {
+            row["execution_id"] for row in summary.fetch.errors if row["http_status"] == 404
+        }
+        marks = new_marks(
+            listed, connection, dataset, listed_at_us=listed.started_us, not_found=not_found
+        )
+        store_listing_marks(connection, dataset, marks, listed.started_us)
+        if inputs.spool is not None and not (inputs.verify and summary.fetch.failed):
+            summary.files_moved = bodies.move_loaded(inputs.files, inputs.spool)
+        summary.views = apply_views(connection, dataset)
+        checkpoints.final()
 
-        remaining = Peekable(to_fetch)
-        first = True
-        while first or remaining.has_more():
+
+@dataclass
+class _Plan:
+    """What a run fetches and reads, decided before its first chunk."""
+
+    listed: Listed
+    #: IDs to fetch, listed ones first.
+    ids: list[str]
+    #: Bodies read from files (not fetched), drawn lazily; None without files.
+    bodies: Iterator[FetchResult] | None
+    rejected: dict[str, str]
+    summaries: dict[str, tuple[Any, ...]]
+    #: fetch_errors rows known before fetching: failed listings, unreadable lines.
+    first_errors: list[dict[str, Any]]
+
+
+def _plan(
+    inputs: Inputs,
+    config: EachlabsSettings,
+    connection: duckdb.DuckDBPyConnection,
+    dataset: str,
+    refresh_all: bool,
+    summary: LoadSummary,
+) -> _Plan:
+    """Which executions the run fetches by ID and which bodies it loads as read (see
+    `pipelines.selection` for the listing's part); fills the counts of `summary`."""
+    found = bodies.scan(inputs.files) if inputs.files else None
+    from_files = found.ids if found is not None else []
+    selection = select_ids([*inputs.ids, *(from_files if inputs.verify else [])])
+    listed = _list(inputs, config, connection, dataset, refresh_all)
+    summary.listings = listed.listings
+    by_id = [i for i in selection.valid if i not in listed.ids]
+    read = [] if inputs.verify else from_files
+    fetched = set(by_id) | listed.ids
+    read = [i for i in read if i not in fetched]  # fetched from the API instead
+    final = set() if refresh_all or not (by_id or read) else stored_final_ids(connection, dataset)
+    fetch_by_id = [i for i in by_id if i not in final]
+    read_now = [i for i in read if i not in final]
+    # Executions fetched by ID or read keep the summary columns a listing stored for them.
+    summaries = {
+        **stored_summaries(connection, dataset, [*fetch_by_id, *read_now]),
+        **listed.summaries,
+    }
+    ids = listed.to_fetch + fetch_by_id
+    first_errors = _listing_errors(listed) + (found.errors if found is not None else [])
+    unread = len(found.errors) if found is not None else 0
+    summary.duplicates = selection.duplicates + (found.duplicates if found is not None else 0)
+    summary.skipped_final = len(by_id) - len(fetch_by_id) + len(read) - len(read_now)
+    summary.skipped_final += listed.unchanged
+    summary.fetch.requested = len(ids) + len(read_now) + len(selection.rejected) + unread
+    summary.fetch.rejected = len(selection.rejected) + unread
+    if found is not None:
+        summary.files, summary.bodies_read = len(found.files), found.lines - found.cut_short
+    skip = set(found.winners) - set(read_now) if found is not None else set()
+    return _Plan(
+        listed=listed,
+        ids=ids,
+        bodies=bodies.results(found, skip) if found is not None and read_now else None,
+        rejected=selection.rejected,
+        summaries=summaries,
+        first_errors=first_errors,
+    )
+
+
+def _load_chunks(
+    plan: _Plan,
+    pipeline: dlt.Pipeline,
+    connection: duckdb.DuckDBPyConnection,
+    checkpoints: Checkpoints,
+    config: EachlabsSettings,
+    on_progress: Callable[[FetchReport], None] | None,
+    on_commit: Callable[[LoadSummary], None] | None,
+    summary: LoadSummary,
+) -> None:
+    """Fetch the plan's IDs, then load its bodies, a chunk (one dlt load) at a time; the first
+    chunk replaces fetch_errors, even when there is nothing to fetch."""
+    queues: list[tuple[bool, Peekable[Any]]] = [(False, Peekable(plan.ids))]
+    if plan.bodies is not None:
+        queues.append((True, Peekable(plan.bodies)))
+    first = True
+    for position, (is_bodies, remaining) in enumerate(queues):
+        later = queues[position + 1 :]
+        while remaining.has_more() or (first and not later):
             chunk = FetchReport()
             ends = ChunkEnd(config, chunk, summary.fetch)
+            items = take(remaining, ends)
             source = _make_source(
-                take(remaining, ends), selection.rejected if first else {}, chunk,
-                summary.fetch, on_progress, config,
+                None if is_bodies else items, items if is_bodies else None,
+                plan.rejected if first else {}, chunk, summary.fetch, on_progress, config,
                 # Once the chunk is fetched, before dlt loads it: room for its text.
                 on_fetched=lambda report: set_memory_limit(connection, chunk_memory_mb(report)),
-                summaries=summaries,
-                first_errors=first_errors if first else [],
-                has_listed=listed.pages > 0,
+                summaries=plan.summaries,
+                first_errors=plan.first_errors if first else [],
+                has_listed=plan.listed.pages > 0,
             )  # fmt: skip
             if not first:  # the run's errors: replaced by the first chunk, then added to
                 source.resources["fetch_errors"].apply_hints(write_disposition="append")
@@ -225,36 +338,27 @@ def _run_load(
             add_chunk(summary.fetch, chunk)
             summary.chunks += 1
             first = False
-            if on_commit is not None and remaining.has_more():
+            has_more = remaining.has_more() or any(queue.has_more() for _, queue in later)
+            if on_commit is not None and has_more:
                 on_commit(summary)
-        # Only now, with every chunk committed, may the next run's listings stop earlier.
-        not_found = {
-            row["execution_id"] for row in summary.fetch.errors if row["http_status"] == 404
-        }
-        marks = new_marks(
-            listed, connection, dataset, listed_at_us=listed.started_us, not_found=not_found
-        )
-        store_listing_marks(connection, dataset, marks, listed.started_us)
-        summary.views = apply_views(connection, dataset)
-        checkpoints.final()
 
 
 def _list(
-    listing: _Listing,
+    inputs: Inputs,
     config: EachlabsSettings,
     connection: duckdb.DuckDBPyConnection,
     dataset: str,
     refresh_all: bool,
 ) -> Listed:
     """List the run's workflows (nothing when there are none)."""
-    if not listing.workflows:
+    if not inputs.workflows:
         return Listed()
     client = EachlabsClient.from_settings(config)
     try:
         return list_workflows(
-            client, connection, dataset, listing.workflows, listing.bulk_id,
-            overlap_us=int(config.listing_overlap_s * 1e6), full_listing=listing.full,
-            refresh_all=refresh_all, on_listed=listing.on_listed,
+            client, connection, dataset, inputs.workflows, inputs.bulk_id,
+            overlap_us=int(config.listing_overlap_s * 1e6), full_listing=inputs.full_listing,
+            refresh_all=refresh_all, on_listed=inputs.on_listed,
         )  # fmt: skip
     finally:
         client.close()
@@ -281,7 +385,8 @@ def chunk_limits(executions: int | None = None, seconds: float | None = None) ->
 
 
 def _make_source(
-    ids: Iterator[str],
+    ids: Iterator[str] | None,
+    read: Iterator[FetchResult] | None,
     rejected: dict[str, str],
     chunk: FetchReport,
     total: FetchReport,
@@ -299,7 +404,8 @@ def _make_source(
             on_progress(combined(total, report))
 
     return eachlabs_source(
-        execution_ids=ids,
+        execution_ids=ids or (),
+        bodies=read,
         rejected_ids=rejected,
         report=chunk,
         on_progress=progress if on_progress else None,

@@ -25,6 +25,11 @@ class LoadSummary:
     created_file: bool = False
     #: The workflows listed (`--workflow`), each with what its listing found.
     listings: list[WorkflowListing] = field(default_factory=list)
+    #: Files of bodies read (`--from-jsonl`, `--from-spool`), their bodies, and the spool
+    #: files moved to `loaded/` after the commit.
+    files: int = 0
+    bodies_read: int = 0
+    files_moved: int = 0
 
     @property
     def failed_listings(self) -> int:
@@ -63,9 +68,13 @@ class LoadSummary:
                 f"listed {listed} executions of {len(self.listings)} workflows in {pages} "
                 f"pages{failed}; "
             )
+        if self.files:
+            resumed += f"read {self.bodies_read} bodies from {self.files} files; "
+        moved = f"; moved {self.files_moved} spool files to loaded/" if self.files_moved else ""
         return resumed + (
             f"requested {self.requested}, loaded {fetch.loaded}, "
             f"skipped as already final {self.skipped_final}, not found {fetch.not_found}, "
             f"failed {fetch.failed}, rejected {fetch.rejected} in {self.elapsed_s:.1f}s"
-            + (f" ({self.duplicates} duplicate IDs ignored)" if self.duplicates else "")
+            + (f" ({self.duplicates} duplicates ignored)" if self.duplicates else "")
+            + moved
         )

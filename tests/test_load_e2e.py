@@ -362,7 +362,7 @@ def test_ids_file_and_stdin(simulator_factory, workspace) -> None:
     ids_file.write_text("# nightly batch\n\n  a1  \nb2\n\na1\n#c3\n", encoding="utf-8")
     result = workspace.load(simulator, extra=["--ids-file", str(ids_file)])
     assert result.returncode == 0, result.stderr
-    assert "(1 duplicate IDs ignored)" in result.stdout
+    assert "(1 duplicates ignored)" in result.stdout
     assert sorted(r.path for r in simulator.request_log) == [
         "/api/v1/executions/a1",
         "/api/v1/executions/b2",

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from pipelines.eachlabs.client import EachlabsClient, FetchResult
+from pipelines.eachlabs.client import FetchResult
 from pipelines.eachlabs.errors import FetchError, NotFoundError, PayloadError
 from pipelines.eachlabs.normalise import ExecutionBatch, execution_to_rows, fetch_errors_table
 
@@ -59,9 +59,7 @@ def as_ids(execution_ids: Iterable[str]) -> Iterable[str]:
 
 
 def fetch_batches(
-    client: EachlabsClient,
-    execution_ids: Iterable[str],
-    concurrency: int,
+    results: Iterable[FetchResult],
     batch_limits: tuple[int, int],
     rejected_ids: dict[str, str],
     report: FetchReport,
@@ -71,13 +69,9 @@ def fetch_batches(
     summaries: Mapping[str, Sequence[Any]] | None = None,
     first_errors: list[dict[str, Any]] | None = None,
 ) -> Iterator[TableBatch]:
-    """Fetch the executions and yield them as columnar batches; the last batch carries the
-    run's fetch_errors (rejected IDs and `first_errors` included). Closes the client at the
-    end, and calls `on_fetched` with the report before the last batch. `summaries` gives an
-    execution's summary columns by ID."""
-    # An iterator's length is unknown: its caller counts what it requested.
-    if isinstance(execution_ids, Sized):
-        report.requested = len(execution_ids) + len(rejected_ids)
+    """Turn fetched (or read) results into columnar batches; the last batch carries the run's
+    fetch_errors (rejected IDs and `first_errors` included). Calls `on_fetched` with the
+    report before the last batch. `summaries` gives an execution's summary columns by ID."""
     report.rejected = len(rejected_ids)
     now = time.time()
     for execution_id, reason in rejected_ids.items():
@@ -89,26 +83,22 @@ def fetch_batches(
     batch = ExecutionBatch()
     last_progress = batch_started = time.monotonic()
     has_shown_progress = False
-    try:
-        for result in client.fetch_many(execution_ids, concurrency):
-            add_result(batch, result, report, summaries.get(result.execution_id))
-            # A slow API fills batches slowly: hand them on after BATCH_MAX_AGE_S anyway, so
-            # that converting and extracting them overlaps the fetching instead of waiting
-            # for its end.
-            if (
-                len(batch) >= batch_size
-                or batch.text_size >= batch_max_bytes
-                or time.monotonic() - batch_started >= BATCH_MAX_AGE_S
-            ):
-                yield TableBatch(tables=batch.to_arrow())
-                batch = ExecutionBatch()
-                batch_started = time.monotonic()
-            if on_progress and time.monotonic() - last_progress >= 2.0:
-                on_progress(report)
-                last_progress = time.monotonic()
-                has_shown_progress = True
-    finally:
-        client.close()
+    for result in results:
+        add_result(batch, result, report, summaries.get(result.execution_id))
+        # A slow API fills batches slowly: hand them on after BATCH_MAX_AGE_S anyway, so that
+        # converting and extracting them overlaps the fetching instead of waiting for its end.
+        if (
+            len(batch) >= batch_size
+            or batch.text_size >= batch_max_bytes
+            or time.monotonic() - batch_started >= BATCH_MAX_AGE_S
+        ):
+            yield TableBatch(tables=batch.to_arrow())
+            batch = ExecutionBatch()
+            batch_started = time.monotonic()
+        if on_progress and time.monotonic() - last_progress >= 2.0:
+            on_progress(report)
+            last_progress = time.monotonic()
+            has_shown_progress = True
     if on_progress and has_shown_progress:  # a long run ends on its 100% line
         on_progress(report)
     if on_fetched is not None:

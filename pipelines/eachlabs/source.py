@@ -9,13 +9,13 @@ shapes and hints are in `tables`, settings in `settings`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import dlt
 import pyarrow as pa
 
-from pipelines.eachlabs.client import EachlabsClient
+from pipelines.eachlabs.client import EachlabsClient, FetchResult
 from pipelines.eachlabs.helpers import FetchReport, TableBatch, as_ids, fetch_batches
 from pipelines.eachlabs.settings import EachlabsSettings, resolve_settings
 from pipelines.eachlabs.tables import FETCH_ERRORS_HINTS, TABLE_HINTS
@@ -56,11 +56,13 @@ def eachlabs_source(
     config: Any = None,
     on_fetched: Callable[[FetchReport], None] | None = None,
     has_reached_server: bool = False,
+    bodies: Iterable[FetchResult] | None = None,
     summaries: Mapping[str, Sequence[Any]] | None = None,
     first_errors: Iterable[dict[str, Any]] = (),
     **options: Any,
 ) -> Any:
-    """Executions fetched by ID from `GET {base_url}/executions/{id}`.
+    """Executions fetched by ID from `GET {base_url}/executions/{id}`, or bodies read
+    elsewhere (`bodies`: files, the webhook spool), normalised and merged alike.
 
     Args:
         execution_ids: IDs to fetch; each must already be a safe path segment. A sequence is
@@ -73,6 +75,9 @@ def eachlabs_source(
             the last batch (and so before it normalises and loads them).
         has_reached_server: An earlier chunk of the run got answers from the API: connection
             failures are then failures of their IDs, not an unreachable API.
+        bodies: Execution bodies already at hand (`pipelines.bodies`), loaded instead of
+            fetching `execution_ids`: no request is sent and no API key is needed. Drawn
+            from lazily, like an iterator of IDs.
         summaries: Summary column values by execution ID (`summaries.summary_values`, from a
             listing or carried over from the stored row); executions without stay null there.
         first_errors: fetch_errors rows recorded before fetching (a workflow whose listing
@@ -92,15 +97,25 @@ def eachlabs_source(
     if not isinstance(config, EachlabsSettings):  # typed Any so that dlt does not inject it
         raise TypeError(f"config must be EachlabsSettings, not {type(config).__name__}")
     report = report if report is not None else FetchReport()
-    client = EachlabsClient.from_settings(config)
-    client.has_reached_server = has_reached_server
+    client = None
+    if bodies is None:
+        ids = as_ids(execution_ids)
+        if isinstance(ids, Sized):  # an iterator's length is unknown: its caller counts
+            report.requested = len(ids) + len(rejected_ids or {})
+        client = EachlabsClient.from_settings(config)
+        client.has_reached_server = has_reached_server
 
     @dlt.resource(selected=False)
     def fetched_batches() -> Iterator[TableBatch]:
-        yield from fetch_batches(
-            client, as_ids(execution_ids), config.concurrency,
-            (config.batch_size, config.batch_max_bytes), rejected_ids or {}, report, on_progress,
-            on_fetched=on_fetched, summaries=summaries or {}, first_errors=list(first_errors),
-        )  # fmt: skip
+        results = bodies if client is None else client.fetch_many(ids, config.concurrency)
+        try:
+            yield from fetch_batches(
+                results, (config.batch_size, config.batch_max_bytes), rejected_ids or {},
+                report, on_progress, on_fetched=on_fetched, summaries=summaries or {},
+                first_errors=list(first_errors),
+            )  # fmt: skip
+        finally:
+            if client is not None:
+                client.close()
 
     return table_resources(fetched_batches)
