@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from pipelines.eachlabs import settings
 from pipelines.eachlabs.client import FetchResult
-from pipelines.eachlabs.errors import ConfigError, InvalidIdError, PayloadError
+from pipelines.eachlabs.errors import ConfigError, FetchError, InvalidIdError, PayloadError
 from pipelines.eachlabs.ids import validate_execution_id
 from pipelines.eachlabs.normalise import parse_timestamp_us
 
@@ -179,7 +181,12 @@ def results(found: BodyScan, skip: set[str]) -> Iterator[FetchResult]:
             execution_id = wanted.get((file_number, line_number))
             if execution_id is None:
                 continue
-            payload = json.loads(line, parse_constant=_refuse_constant)
+            try:  # as the API path reads a body (the first pass may have read it otherwise)
+                payload = _standard_json(line)
+            except PayloadError as exc:
+                error = FetchError(f"{body_file.name} line {line_number}: {exc}", None, 0)
+                yield FetchResult(execution_id, None, error, 0, body_file.fetched_at)
+                continue
             yield FetchResult(execution_id, payload, None, 0, body_file.fetched_at, len(line))
 
 
@@ -201,13 +208,29 @@ def move_loaded(files: list[BodyFile], spool: Path) -> int:
 
 
 def _rank(line: bytes, file_number: int, line_number: int) -> tuple[str, tuple[int, int, int, int]]:
-    """The execution of a line and the rank of its body among that execution's bodies."""
+    """The execution of a line and the rank of its body among that execution's bodies.
+
+    Read with orjson, several times faster than the standard library, for the three fields
+    the rank needs; a line orjson refuses (a lone surrogate, a number beyond a double) is
+    read as the API path reads bodies, which decides.
+    """
     try:
-        body = json.loads(line, parse_constant=_refuse_constant)
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        body = _standard_json(line)
+    return _ranked(body, file_number, line_number)
+
+
+def _standard_json(line: bytes) -> Any:
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
     except RecursionError:
         raise PayloadError("nested too deeply to read (over ~1,000 levels)") from None
     except (ValueError, _NotJson) as exc:
         raise PayloadError(f"not JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def _ranked(body: Any, file_number: int, line_number: int) -> tuple[str, tuple[int, int, int, int]]:
     if not isinstance(body, dict):
         raise PayloadError(f"not a JSON object but {type(body).__name__}")
     execution_id = body.get("execution_id")

@@ -307,3 +307,23 @@ def test_bad_file_options_exit_1_with_one_line(
     assert result.returncode == 1
     assert message in result.stderr
     assert not workspace.db_path.exists()
+
+
+def test_a_body_only_a_faster_parser_reads_is_recorded_not_a_crash(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """The first pass reads lines with orjson (deeper nesting than Python's json takes);
+    the body loaded is read as the API path reads it, and one it cannot read is recorded."""
+    deep = b'{"execution_id": "deep", "output": ' + b"[" * 1010 + b"]" * 1010 + b"}"
+    path = write_jsonl(
+        tmp_path / "deep.jsonl", [deep, json.dumps(one_step_execution("ok")).encode()]
+    )
+
+    result = load_files(workspace, "--from-jsonl", str(path))
+
+    assert result.returncode == 2, result.stderr
+    assert workspace.query("select execution_id from eachlabs.executions") == [("ok",)]
+    [(execution_id, error)] = workspace.query(
+        "select execution_id, error from eachlabs.fetch_errors"
+    )
+    assert execution_id == "deep" and error.startswith(f"{path} line 1: nested too deeply")
