@@ -1,6 +1,6 @@
 """`make bench`: every performance figure of docs/performance.md, side by side in one run.
 
-Prints one table and writes the figures as JSON. Seven measurements:
+Prints one table and writes the figures as JSON. Eight measurements:
 
 1. fetch: N IDs from a simulator process at a fixed latency. Ours (`run_load`: first request
    to last row committed, and the whole call) against dlt's own `rest_api` source configured
@@ -21,6 +21,13 @@ Prints one table and writes the figures as JSON. Seven measurements:
 7. start-up: wall time of `eachlabs-pipeline --version` and `--help` (median of several runs)
    against a bare `python -c pass` in the same run, and the time to build the simulator's
    100,000 executions (a timed assertion in the tests once; speed belongs here).
+8. webhook receiver: acknowledged webhooks per second from 16 concurrent keep-alive senders
+   to a real `eachlabs-pipeline webhook` process with real fsync, beside the same run's fsync
+   count (bodies per fsync: the group commit) (bench/webhook_bench.py).
+9. files: `load --from-jsonl` against the API path for the same bodies, side by side:
+   in-process (the API path's normalise+load, its fetch answering at once with payloads
+   parsed beforehand, against reading, ranking, parsing and loading the file) and as real
+   CLI processes (`--ids-file` against a local simulator, `--from-jsonl`) (bench/files_bench.py).
 
     .venv/bin/python bench/bench_all.py [--json PATH] [--tiny]
 
@@ -51,12 +58,16 @@ import requests
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+from files_bench import measure_files as measure_files_cli  # noqa: E402
+from files_bench import measure_in_process as measure_files_in_process  # noqa: E402
 from load_bench import BASELINE_SQL, batches  # noqa: E402
 from memory_bench import PEAK_RSS_WRAPPER  # noqa: E402
 from memory_bench import measure as measure_big_load  # noqa: E402
 from simulator_bench import running_simulator  # noqa: E402
 from views_bench import build_database, time_views  # noqa: E402
+from webhook_bench import measure as measure_webhook_run  # noqa: E402
 
+import pipelines.dlt_run as dlt_run_module  # noqa: E402
 import pipelines.eachlabs.client as client_module  # noqa: E402
 import pipelines.load as load_module  # noqa: E402
 from pipelines.eachlabs import settings, table_resources  # noqa: E402
@@ -81,13 +92,18 @@ class Sizes:
     big_payloads: tuple[int, int] = (100, 10)  # executions, MB each
     startup_runs: int = 15
     simulator_executions: int = 100_000
+    webhook_bodies: int = 10_000
+    webhook_senders: int = 16
+    files_executions: int = 10_000
+    files_runs: int = 3
 
 
 TINY = Sizes(
     fetch_ids=40, latency_ms=20.0, concurrency=8, sequential_ids=5,
     normalise_executions=200, dict_executions=50, incremental_executions=200,
     rss_executions=(100, 300), views_steps=((1_000, 3_000),), views_repeat=1,
-    big_payloads=(4, 2), startup_runs=2, simulator_executions=1_000,
+    big_payloads=(4, 2), startup_runs=2, simulator_executions=1_000, webhook_bodies=200,
+    files_executions=100, files_runs=1,
 )  # fmt: skip
 
 
@@ -141,7 +157,7 @@ def run_ours(ids: list[str], base_url: str, api_key: str, concurrency: int, work
     """run_load in this process, timed from the first request to the last chunk committed."""
     marks: dict[str, float] = {}
     fetch_result = client_module.EachlabsClient._fetch_result
-    run_pipeline = load_module._run_pipeline
+    run_pipeline = dlt_run_module.run_pipeline
 
     def timed_fetch(self: Any, execution_id: str) -> Any:
         marks.setdefault("first_request", time.perf_counter())
@@ -153,7 +169,7 @@ def run_ours(ids: list[str], base_url: str, api_key: str, concurrency: int, work
         return result
 
     client_module.EachlabsClient._fetch_result = timed_fetch  # type: ignore[method-assign]
-    load_module._run_pipeline = timed_run
+    dlt_run_module.run_pipeline = timed_run
     try:
         with environment(DLT_DATA_DIR=str(work / "dlt-ours")):
             started = time.perf_counter()
@@ -169,7 +185,7 @@ def run_ours(ids: list[str], base_url: str, api_key: str, concurrency: int, work
             ended = time.perf_counter()
     finally:
         client_module.EachlabsClient._fetch_result = fetch_result  # type: ignore[method-assign]
-        load_module._run_pipeline = run_pipeline
+        dlt_run_module.run_pipeline = run_pipeline
     assert summary.fetch.loaded == len(ids), summary.describe()
     return {
         "wall_s": marks["committed"] - marks["first_request"],
@@ -565,6 +581,48 @@ def measure_startup(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
     return rows, figures
 
 
+# --- 8. webhook receiver -------------------------------------------------------------------
+
+
+def measure_webhook(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
+    n, senders = sizes.webhook_bodies, sizes.webhook_senders
+    log(f"webhook receiver: {n:,} bodies from {senders} senders")
+    run = measure_webhook_run(n, senders, work)
+    log(f"  {run.acknowledged_per_s:,.0f}/s, {run.bodies_per_fsync:.1f} bodies per fsync")
+    rows = [
+        Row("8 webhook", f"receiver, {n:,} bodies from {senders} keep-alive senders",
+            f"{run.acknowledged_per_s:,.0f} acknowledged/s", ">= 500/s",
+            f"{run.bodies_per_fsync:.1f} bodies per fsync ({run.fsyncs:,} fsyncs), real fsync; "
+            f"{run.wall_s:.1f} s, {run.spool_bytes / n:.0f} B per body"),
+    ]  # fmt: skip
+    return rows, asdict(run)
+
+
+# --- 9. bodies from files --------------------------------------------------------------
+
+
+def measure_files(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
+    n, runs = sizes.files_executions, sizes.files_runs
+    log(f"files: {n:,} executions, best of {runs} each way")
+    (work / "in_process").mkdir()
+    (work / "cli").mkdir()
+    with environment(DLT_DATA_DIR=str(work / "dlt-in-process")):
+        inner = measure_files_in_process(n, runs, work / "in_process")
+    outer = measure_files_cli(n, runs, work / "cli")
+    inner_ratio = inner["api_s"] / inner["files_s"]
+    outer_ratio = outer["api_s"] / outer["files_s"]
+    rows = [
+        Row("9 files", f"--from-jsonl vs the API path's normalise+load, {n:,} executions",
+            f"{inner_ratio:.2f}x ({n / inner['files_s']:,.0f} vs {n / inner['api_s']:,.0f}/s)",
+            ">= 0.8x", f"in-process, best of {runs}; the file is read twice (rank, then load)"),
+        Row("9 files", "--from-jsonl vs --ids-file, CLI end to end",
+            f"{outer_ratio:.2f}x ({outer['files_s']:.1f} vs {outer['api_s']:.1f} s)", "",
+            f"local simulator answering at once; {outer['body_mb']:.0f} MB of bodies"),
+    ]  # fmt: skip
+    return rows, {"in_process": inner, "cli": outer, "in_process_ratio": inner_ratio,
+                  "cli_ratio": outer_ratio}  # fmt: skip
+
+
 SECTIONS = {
     "fetch": measure_fetch,
     "normalise_load": measure_normalise,
@@ -573,6 +631,8 @@ SECTIONS = {
     "views": measure_views,
     "big_payloads": measure_big_payloads,
     "startup": measure_startup,
+    "webhook": measure_webhook,
+    "files": measure_files,
 }
 
 

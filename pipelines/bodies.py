@@ -40,12 +40,13 @@ from pipelines.eachlabs.errors import ConfigError, FetchError, InvalidIdError, P
 from pipelines.eachlabs.ids import validate_execution_id
 from pipelines.eachlabs.normalise import parse_timestamp_us
 
+# The spool's names, shared with the receiver that writes it: closed files (`*.jsonl`), the
+# one being written (`*.part`), and where `load --from-spool` moves what it has loaded.
+from pipelines.webhook.settings import CLOSED_SUFFIX, OPEN_SUFFIX
+from pipelines.webhook.settings import LOADED_DIR_NAME as LOADED_FOLDER
+
 log = logging.getLogger(__name__)
 
-#: Spool files: closed (`*.jsonl`), still being written by the receiver (`*.part`).
-CLOSED_SUFFIX, OPEN_SUFFIX = ".jsonl", ".part"
-#: Where `load --from-spool` moves the files it has loaded (inside the spool folder).
-LOADED_FOLDER = "loaded"
 #: File names a folder given to `--from-jsonl` is read for.
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz")
 _GZIP_MAGIC = b"\x1f\x8b"

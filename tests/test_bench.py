@@ -67,6 +67,20 @@ def _startup(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
     assert figures["simulator_executions"] == sizes["simulator_executions"]
 
 
+def _webhook(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    assert figures["acknowledged"] == figures["bodies"] == sizes["webhook_bodies"]
+    assert figures["senders"] == sizes["webhook_senders"]
+    assert 0 < figures["fsyncs"] <= figures["bodies"] + figures["spool_files"]
+    assert figures["bodies_per_fsync"] == figures["acknowledged"] / figures["fsyncs"]
+
+
+def _files(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    for way in ("in_process", "cli"):
+        assert figures[way]["executions"] == sizes["files_executions"]
+        assert figures[way]["api_s"] > 0 and figures[way]["files_s"] > 0
+    assert figures["cli_ratio"] == figures["cli"]["api_s"] / figures["cli"]["files_s"]
+
+
 #: section -> (its label in the table, the checks of its figures)
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], None]]] = {
     "fetch": ("1 fetch", _fetch),
@@ -76,6 +90,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], None]]
     "views": ("5 views", _views),
     "big_payloads": ("6 big payloads", _big_payloads),
     "startup": ("7 start-up", _startup),
+    "webhook": ("8 webhook", _webhook),
+    "files": ("9 files", _files),
 }
 
 

@@ -18,6 +18,7 @@ import pytest
 from hostile import HostileServer, send
 from payloads import execution, model_step, one_step_execution
 
+import pipelines.dlt_run
 import pipelines.eachlabs.client as client_module
 import pipelines.load
 import pipelines.target
@@ -194,7 +195,7 @@ def test_a_chunk_too_big_for_duckdbs_memory_cap_still_loads(
     that does not fit the cap it is given): the chunk is finished with the cap lifted instead
     of failing the run, and the next chunk is capped again (and overflows again)."""
     monkeypatch.setattr(pipelines.target, "DUCKDB_MEMORY_LIMIT_MB", 16)
-    monkeypatch.setattr(pipelines.load, "DUCKDB_MEMORY_LIMIT_MB", 16)
+    monkeypatch.setattr(pipelines.dlt_run, "DUCKDB_MEMORY_LIMIT_MB", 16)
     monkeypatch.setattr(pipelines.load, "chunk_memory_mb", lambda chunk: 16)
     rng = random.Random(3)
     simulator = simulator_factory(executions=0)
