@@ -22,6 +22,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 #: File names a folder given to `--from-jsonl` is read for.
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz")
 _GZIP_MAGIC = b"\x1f\x8b"
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,8 @@ def results(found: BodyScan, skip: set[str]) -> Iterator[FetchResult]:
             execution_id = wanted.get((file_number, line_number))
             if execution_id is None:
                 continue
-            try:  # as the API path reads a body (the first pass may have read it otherwise)
-                payload = _standard_json(line)
+            try:
+                payload = _parse(line)
             except PayloadError as exc:
                 error = FetchError(f"{body_file.name} line {line_number}: {exc}", None, 0)
                 yield FetchResult(execution_id, None, error, 0, body_file.fetched_at)
@@ -209,17 +211,21 @@ def move_loaded(files: list[BodyFile], spool: Path) -> int:
 
 
 def _rank(line: bytes, file_number: int, line_number: int) -> tuple[str, tuple[int, int, int, int]]:
-    """The execution of a line and the rank of its body among that execution's bodies.
+    """The execution of a line and the rank of its body among that execution's bodies."""
+    return _ranked(_parse(line), file_number, line_number)
 
-    Read with orjson, several times faster than the standard library, for the three fields
-    the rank needs; a line orjson refuses (a lone surrogate, a number beyond a double) is
-    read as the API path reads bodies, which decides.
-    """
-    try:
-        body = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        body = _standard_json(line)
-    return _ranked(body, file_number, line_number)
+
+def _parse(line: bytes) -> Any:
+    """A line's JSON value, exactly as the API path reads a body (`json`), but several times
+    faster: orjson reads every line whose value it gives alike, and `json` the others: a
+    line orjson refuses (a lone surrogate, nesting past its limit) and one with an integer of
+    19 digits or more (orjson turns integers beyond 64 bits into floats; `json` keeps them)."""
+    if _LONG_DIGITS.search(line) is None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass
+    return _standard_json(line)
 
 
 def _standard_json(line: bytes) -> Any:

@@ -72,21 +72,26 @@ _PLAIN_TEXT_COLUMNS = {
 _NO_SUMMARY: tuple[Any, ...] = (None,) * len(SUMMARY_TYPES)
 
 _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_ENCODE_JSON_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def to_json(value: Any) -> str:
     """Compact JSON text that round-trips the value exactly (big ints, floats, Unicode).
 
-    A string with a lone surrogate (e.g. an emoji cut in half) cannot be stored as UTF-8;
-    JSON can still carry it exactly as a `\\udXXX` escape, so such values are escaped.
+    Raises:
+        ValueError: a string holds a lone surrogate (e.g. an emoji cut in half). UTF-8 cannot
+            hold it, and its `\\udXXX` escape is refused by DuckDB's and PostgreSQL's JSON
+            types alike: stored, it would fail the whole load, so the execution is recorded
+            instead (NaN and Infinity are refused the same way).
     """
     text = _ENCODE_JSON(value)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            return _ENCODE_JSON_ASCII(value)
+            raise ValueError(
+                "a string holds a lone surrogate (half of an emoji?), which no JSON column "
+                "(DuckDB's or PostgreSQL's) accepts"
+            ) from None
     return text
 
 
@@ -329,7 +334,7 @@ def _check_text_is_storable(rows: ExecutionRows) -> None:
     """Raise PayloadError for text that UTF-8 cannot hold (a lone surrogate), naming where.
 
     Checked per execution so that one bad execution is reported alone instead of failing
-    the conversion of its whole batch. JSON columns need no check: `to_json` escapes.
+    the conversion of its whole batch. JSON columns are checked by `to_json`.
     """
     for table, table_rows in (
         ("executions", [rows.execution]),
