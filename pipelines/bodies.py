@@ -22,7 +22,6 @@ import gzip
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 #: File names a folder given to `--from-jsonl` is read for.
 JSONL_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.ndjson", "*.ndjson.gz")
 _GZIP_MAGIC = b"\x1f\x8b"
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +88,10 @@ class BodyScan:
     duplicates: int = 0
     #: Unterminated last lines of spool files, dropped.
     cut_short: int = 0
+
+    def is_final(self, execution_id: str) -> bool:
+        """Whether the winning body of the execution has a final status."""
+        return self.winners[execution_id].rank[0] == 1
 
     @property
     def ids(self) -> list[str]:
@@ -134,8 +136,13 @@ def spool_files(spool: Path, *, include_open: bool = False) -> list[BodyFile]:
     if not spool.is_dir():
         raise ConfigError(f"--from-spool {spool}: no such folder")
     suffixes = (CLOSED_SUFFIX, OPEN_SUFFIX) if include_open else (CLOSED_SUFFIX,)
-    found = sorted(f for f in spool.iterdir() if f.suffix in suffixes and f.is_file())
-    return [_body_file(f, is_spool=True) for f in found]
+    files = []
+    for path in sorted(f for f in spool.iterdir() if f.suffix in suffixes):
+        try:
+            files.append(_body_file(path, is_spool=True))
+        except FileNotFoundError:  # a .part closed by the receiver this instant: next run
+            continue
+    return files
 
 
 def scan(files: list[BodyFile]) -> BodyScan:
@@ -184,8 +191,8 @@ def results(found: BodyScan, skip: set[str]) -> Iterator[FetchResult]:
             execution_id = wanted.get((file_number, line_number))
             if execution_id is None:
                 continue
-            try:
-                payload = _parse(line)
+            try:  # as the API path reads a body
+                payload = _standard_json(line)
             except PayloadError as exc:
                 error = FetchError(f"{body_file.name} line {line_number}: {exc}", None, 0)
                 yield FetchResult(execution_id, None, error, 0, body_file.fetched_at)
@@ -194,15 +201,21 @@ def results(found: BodyScan, skip: set[str]) -> Iterator[FetchResult]:
 
 
 def move_loaded(files: list[BodyFile], spool: Path) -> int:
-    """Move closed spool files into `spool/loaded/` (after the run's last commit); returns how
-    many were moved. Open files stay: the receiver still writes them."""
+    """Move the closed files of `spool` among `files` into `spool/loaded/` (after the run's
+    last commit); returns how many were moved. Open files stay (the receiver still writes
+    them), and so does every file that is not the spool's own (`--from-jsonl`, stdin)."""
     target = spool / LOADED_FOLDER
     moved = 0
-    for body_file in files:
-        if body_file.path.suffix != CLOSED_SUFFIX:
-            continue
+    own = {
+        body_file.path
+        for body_file in files
+        if body_file.is_spool
+        and body_file.path.suffix == CLOSED_SUFFIX
+        and body_file.path.parent.resolve() == spool.resolve()
+    }
+    for path in sorted(own):
         target.mkdir(exist_ok=True)
-        os.replace(body_file.path, target / body_file.path.name)
+        os.replace(path, target / path.name)
         moved += 1
     if moved:
         _fsync_folder(target)
@@ -211,21 +224,18 @@ def move_loaded(files: list[BodyFile], spool: Path) -> int:
 
 
 def _rank(line: bytes, file_number: int, line_number: int) -> tuple[str, tuple[int, int, int, int]]:
-    """The execution of a line and the rank of its body among that execution's bodies."""
-    return _ranked(_parse(line), file_number, line_number)
+    """The execution of a line and the rank of its body among that execution's bodies.
 
-
-def _parse(line: bytes) -> Any:
-    """A line's JSON value, exactly as the API path reads a body (`json`), but several times
-    faster: orjson reads every line whose value it gives alike, and `json` the others: a
-    line orjson refuses (a lone surrogate, nesting past its limit) and one with an integer of
-    19 digits or more (orjson turns integers beyond 64 bits into floats; `json` keeps them)."""
-    if _LONG_DIGITS.search(line) is None:
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pass
-    return _standard_json(line)
+    Read with orjson, several times faster than `json`, for the three fields the rank needs
+    (it reads them as `json` does); a line orjson refuses (a lone surrogate, nesting past its
+    limit) is read with `json`. The body loaded is read again with `json`, as the API path
+    reads a body (orjson turns integers beyond 64 bits into floats).
+    """
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        body = _standard_json(line)
+    return _ranked(body, file_number, line_number)
 
 
 def _standard_json(line: bytes) -> Any:
@@ -290,8 +300,11 @@ def _lines(body_file: BodyFile) -> Iterator[tuple[int, bytes, bool]]:
 
 @contextmanager
 def _open(body_file: BodyFile) -> Iterator[IO[bytes]]:
+    path = body_file.path
+    if body_file.is_spool and path.suffix == OPEN_SUFFIX and not path.exists():
+        path = path.with_suffix(CLOSED_SUFFIX)  # closed by the receiver since the first pass
     try:
-        with body_file.path.open("rb") as raw:
+        with path.open("rb") as raw:
             is_gzip = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
             if not is_gzip:

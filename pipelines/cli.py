@@ -406,16 +406,14 @@ def _cmd_load(args: argparse.Namespace) -> int:
         raise ConfigError("--verify applies to --from-jsonl PATH or --from-spool DIR")
     if args.ids_file == "-" and "-" in args.jsonl:
         raise ConfigError("--ids-file - and --from-jsonl - cannot both read stdin")
-    from pipelines.bodies import jsonl_files, spool_files
+    from pipelines.bodies import jsonl_files
 
-    files = jsonl_files(args.jsonl)
-    if args.spool is not None:
-        files += spool_files(args.spool, include_open=args.include_open)
     summary = run_load(
         _read_ids(args),
         workflows=args.workflows,
-        files=files,
+        files=jsonl_files(args.jsonl),
         spool=args.spool,
+        include_open=args.include_open,
         verify=args.verify,
         bulk_id=args.bulk_id,
         full_listing=args.full_listing,

@@ -23,13 +23,14 @@ from pipelines.dlt_run import (
 )
 from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
 from pipelines.eachlabs.client import EachlabsClient, FetchResult
+from pipelines.eachlabs.errors import ConfigError
 from pipelines.eachlabs.helpers import error_row
 from pipelines.eachlabs.ids import select_ids, validate_execution_id
 from pipelines.eachlabs.listing import WorkflowListing
 from pipelines.eachlabs.settings import (
     DEFAULT_DATASET,
     DEFAULT_DB_PATH,
-    SETTING_NAMES,
+    LOAD_SETTINGS,
     resolve_settings,
 )
 from pipelines.lock import load_lock
@@ -67,6 +68,7 @@ def run_load(
     on_listed: Callable[[WorkflowListing], None] | None = None,
     files: list[BodyFile] | None = None,
     spool: Path | None = None,
+    include_open: bool = False,
     verify: bool = False,
     db_path: Path = DEFAULT_DB_PATH,
     dataset: str = DEFAULT_DATASET,
@@ -93,8 +95,11 @@ def run_load(
             as read, through the same normaliser and merge; no request is sent and no API key
             is needed. For each execution the latest body wins; executions stored final are
             skipped (unless `refresh_all`).
-        spool: The webhook spool `files` came from: its closed files are moved to
-            `spool/loaded/` after the last commit (not when `verify` left fetches failed).
+        spool: A webhook spool folder: its closed files are read too (listed once the lock is
+            held, so an overlapping run never reads files another one moves), and moved to
+            `spool/loaded/` after the last commit, unless a fetch or listing of the run failed
+            (the next run then reads them again; stored final executions are skipped).
+        include_open: With `spool`: also read the complete lines of its open `*.part` file.
         verify: Fetch each execution of `files` from the API by ID and load that answer
             instead of the body (an ID the API does not know is recorded, not loaded).
         db_path: The DuckDB file (created if missing).
@@ -129,23 +134,26 @@ def run_load(
     ids = list(ids)
     workflows = list(workflows)
     files = list(files or [])
-    if not ids and not workflows and not files:
+    if not ids and not workflows and not files and spool is None:
         # An empty list is not an error (an upstream export found nothing new), but it must not
         # empty fetch_errors or touch any other table either.
         return LoadSummary(no_ids=True)
+    if spool is not None and not spool.is_dir():
+        raise ConfigError(f"--from-spool {spool}: no such folder")
     for workflow_id in workflows:  # a typo on the command line: say so before anything runs
         validate_execution_id(workflow_id, "workflow")
     if bulk_id is not None:
         validate_execution_id(bulk_id, "bulk")
     inputs = Inputs(
-        ids, workflows, bulk_id, full_listing or refresh_all, on_listed, files, spool, verify
-    )
+        ids, workflows, bulk_id, full_listing or refresh_all, on_listed, files, spool,
+        include_open, verify,
+    )  # fmt: skip
     chunks = {"chunk_executions": chunk_executions, "chunk_seconds": chunk_seconds}
     # Bodies read from files need no API key; anything fetched does.
-    no_key = files and not ids and not workflows and not verify
+    no_key = (files or spool is not None) and not ids and not workflows and not verify
     config = resolve_settings(
         {**(source_options or {}), **chunks},
-        only=[name for name in SETTING_NAMES if name != "api_key"] if no_key else None,
+        only=[name for name in LOAD_SETTINGS if name != "api_key"] if no_key else None,
     )
     summary = LoadSummary()
     started = time.monotonic() if started_at is None else started_at
@@ -179,6 +187,7 @@ class Inputs:
     on_listed: Callable[[WorkflowListing], None] | None
     files: list[BodyFile]
     spool: Path | None
+    include_open: bool
     verify: bool
 
 
@@ -229,7 +238,7 @@ def _run_load(
             listed, connection, dataset, listed_at_us=listed.started_us, not_found=not_found
         )
         store_listing_marks(connection, dataset, marks, listed.started_us)
-        if inputs.spool is not None and not (inputs.verify and summary.fetch.failed):
+        if inputs.spool is not None and not (summary.fetch.failed or summary.failed_listings):
             summary.files_moved = bodies.move_loaded(inputs.files, inputs.spool)
         summary.views = apply_views(connection, dataset)
         checkpoints.final()
@@ -260,6 +269,8 @@ def _plan(
 ) -> _Plan:
     """Which executions the run fetches by ID and which bodies it loads as read (see
     `pipelines.selection` for the listing's part); fills the counts of `summary`."""
+    if inputs.spool is not None:  # listed under the lock (see `run_load`)
+        inputs.files += bodies.spool_files(inputs.spool, include_open=inputs.include_open)
     found = bodies.scan(inputs.files) if inputs.files else None
     from_files = found.ids if found is not None else []
     selection = select_ids([*inputs.ids, *(from_files if inputs.verify else [])])
@@ -269,9 +280,15 @@ def _plan(
     read = [] if inputs.verify else from_files
     fetched = set(by_id) | listed.ids
     read = [i for i in read if i not in fetched]  # fetched from the API instead
-    final = set() if refresh_all or not (by_id or read) else stored_final_ids(connection, dataset)
-    fetch_by_id = [i for i in by_id if i not in final]
-    read_now = [i for i in read if i not in final]
+    final = stored_final_ids(connection, dataset) if by_id or read else set()
+    fetch_by_id = by_id if refresh_all else [i for i in by_id if i not in final]
+    # A body read from a file may be older than the row (a late retry of a delivery): one
+    # that is not final never replaces a final row, not even with --refresh-all.
+    read_now = [
+        i
+        for i in read
+        if i not in final or (refresh_all and found is not None and found.is_final(i))
+    ]
     # Executions fetched by ID or read keep the summary columns a listing stored for them.
     summaries = {
         **stored_summaries(connection, dataset, [*fetch_by_id, *read_now]),
@@ -310,7 +327,8 @@ def _load_chunks(
 ) -> None:
     """Fetch the plan's IDs, then load its bodies, a chunk (one dlt load) at a time; the first
     chunk replaces fetch_errors, even when there is nothing to fetch."""
-    queues: list[tuple[bool, Peekable[Any]]] = [(False, Peekable(plan.ids))]
+    # Without IDs the (first, maybe only) chunk takes no client, and so no API key.
+    queues: list[tuple[bool, Peekable[Any]]] = [(not plan.ids, Peekable(plan.ids))]
     if plan.bodies is not None:
         queues.append((True, Peekable(plan.bodies)))
     first = True

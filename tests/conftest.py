@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from postgres_server import PostgresDb, PostgresServer, PostgresStartError, start_postgres
 from workspace import CliResult, Workspace, isolated_env, make_workspace, run_main
 
 pytest_plugins = ["simulator_fixtures"]
@@ -182,3 +185,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return _SLOW_FIRST.index(name) if name in _SLOW_FIRST else len(_SLOW_FIRST)
 
     items.sort(key=rank)
+
+
+# --- PostgreSQL (tests/postgres_server.py, docs/testing.md "PostgreSQL in tests") ---
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for this test worker (superuser and password over TCP on
+    127.0.0.1), stopped and its data folder removed when the session ends, failed or not.
+
+    One per pytest-xdist worker rather than one per run: each worker owns the server it stops,
+    and a start takes under a second. Tests write only into `postgres_db` databases.
+    """
+    try:
+        server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    except PostgresStartError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> PostgresDb:
+    """A fresh, empty database for this test, named after it; with
+    `server.credentials_env(dbname)` for dlt."""
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    return PostgresDb(postgres_server, postgres_server.create_database(f"{stem}_{uuid4().hex[:8]}"))

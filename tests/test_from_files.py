@@ -361,3 +361,117 @@ def test_values_a_fast_json_reader_would_change_load_as_the_api_path_reads_them(
         ]
         [(execution_id, error)] = ws.query("select execution_id, error from eachlabs.fetch_errors")
         assert execution_id == "cut" and "lone surrogate" in error
+
+
+def spool_name(n: int, suffix: str = ".jsonl") -> str:
+    return f"spool-20261202T0700{n:02d}.000000Z-1-{n:06d}{suffix}"
+
+
+def test_nothing_left_to_read_needs_no_api_key_either(workspace: Workspace, tmp_path: Path) -> None:
+    """Every body already stored final (a retried delivery in a new spool file), or an empty
+    stdin: the run loads nothing and still needs no key."""
+    body = json.dumps(one_step_execution("e1")).encode()
+    spool = spool_with(tmp_path / "spool", {spool_name(0): [body]}, {})
+    assert load_files(workspace, "--from-spool", str(spool)).returncode == 0
+    write_jsonl(spool / spool_name(1), [body])  # delivered again
+
+    again = load_files(workspace, "--from-spool", str(spool))
+    empty = load_files(workspace, "--from-jsonl", "-", stdin="")
+
+    assert again.returncode == 0, again.stderr
+    assert "loaded 0, skipped as already final 1" in again.stdout
+    assert "moved 1 spool files" in again.stdout
+    assert empty.returncode == 0, empty.stderr
+
+
+def test_only_the_spools_own_closed_files_are_moved(workspace: Workspace, tmp_path: Path) -> None:
+    export = write_jsonl(tmp_path / "export.jsonl", [json.dumps(one_step_execution("x")).encode()])
+    spool = spool_with(
+        tmp_path / "spool", {spool_name(0): [json.dumps(one_step_execution("s")).encode()]}, {}
+    )
+
+    result = load_files(
+        workspace, "--from-spool", str(spool), "--from-jsonl", str(export),
+        "--from-jsonl", str(spool / spool_name(0)),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert export.exists()  # the user's file stays where it is
+    assert [p.name for p in (spool / "loaded").iterdir()] == [spool_name(0)]
+    assert workspace.query("select execution_id from eachlabs.executions order by 1") == [
+        ("s",),
+        ("x",),
+    ]
+
+
+def test_an_open_file_closed_between_the_two_passes_is_still_read(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipelines.bodies
+
+    body = json.dumps(one_step_execution("p1")).encode()
+    spool = spool_with(tmp_path / "spool", {spool_name(0, ".part"): [body]}, {})
+    real_scan = pipelines.bodies.scan
+
+    def scan_then_rotate(files: Any) -> Any:
+        found = real_scan(files)
+        part = spool / spool_name(0, ".part")
+        part.rename(part.with_suffix(".jsonl"))  # the receiver rotates it now
+        return found
+
+    monkeypatch.setattr(pipelines.bodies, "scan", scan_then_rotate)
+    result = workspace.run(
+        "load", "--db", str(workspace.db_path), "--from-spool", str(spool), "--include-open"
+    )
+    assert result.returncode == 0, result.stderr
+    assert workspace.query("select execution_id from eachlabs.executions") == [("p1",)]
+
+
+def test_a_spool_file_stays_when_a_fetch_of_the_run_failed(
+    simulator_factory: Callable[..., Simulator], workspace: Workspace, tmp_path: Path
+) -> None:
+    """An execution both in the spool and given by ID is fetched; if that fetch fails, its
+    body was not loaded either: the file must stay for the next run."""
+    simulator = simulator_factory(executions=0, faults={"fail_ids": {"both": [503] * 20}})
+    simulator.put_execution(one_step_execution("both"))
+    spool = spool_with(
+        tmp_path / "spool", {spool_name(0): [json.dumps(one_step_execution("both")).encode()]}, {}
+    )
+    result = workspace.load(
+        simulator, "both", extra=["--from-spool", str(spool), "--quiet"],
+        env={"SOURCES__EACHLABS__MAX_ATTEMPTS": "2"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert (spool / spool_name(0)).exists() and not (spool / "loaded").exists()
+
+
+def test_refresh_all_never_lets_an_older_running_body_replace_a_final_row(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    final = json.dumps(one_step_execution("e1", output={"v": "final"})).encode()
+    late = json.dumps(
+        one_step_execution("e1", status="running", completed_at=None, output={"v": "late"})
+    ).encode()
+    assert (
+        load_files(
+            workspace, "--from-jsonl", str(write_jsonl(tmp_path / "a.jsonl", [final]))
+        ).returncode
+        == 0
+    )
+
+    result = load_files(
+        workspace, "--from-jsonl", str(write_jsonl(tmp_path / "b.jsonl", [late])), "--refresh-all"
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = workspace.query("select status, output->>'$.v' from eachlabs.executions")
+    assert rows == [("completed", "final")]
+
+
+def test_a_bad_webhook_token_does_not_stop_a_load(workspace: Workspace, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [json.dumps(one_step_execution("e1")).encode()])
+    result = workspace.run(
+        "load", "--db", str(workspace.db_path), "--quiet", "--from-jsonl", str(path),
+        env={"SOURCES__EACHLABS__WEBHOOK_TOKEN": "short"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

@@ -241,10 +241,15 @@ def kill_and_resend(
 ) -> KillScenario:
     """16 senders POST `bodies`; once `kill_after` (default a third) got a 200 the receiver is
     SIGKILLed; a new receiver starts on the same spool and every body that got no 200 is
-    sent again (each must get 200 then); the second receiver is stopped with SIGTERM."""
+    sent again (each must get 200 then); the second receiver is stopped with SIGTERM.
+
+    A sender that hears a 200 once `kill_after` are in waits for the kill before it sends
+    again, so the kill always falls in the middle however the machine schedules the
+    threads (the bodies already on their way at that moment are the interesting ones)."""
     kill_after = len(bodies) // 3 if kill_after is None else kill_after
     first = start_receiver(workspace, spool)
     acked, lock, enough = set(), threading.Lock(), threading.Event()
+    killed = threading.Event()
 
     def count(index: int, status: int | None) -> None:
         if status == 200:
@@ -252,6 +257,8 @@ def kill_and_resend(
                 acked.add(index)
                 if len(acked) >= kill_after:
                     enough.set()
+            if enough.is_set():
+                killed.wait(_TIMEOUT_S)
 
     senders = threading.Thread(
         target=post_bodies, args=(first.webhook_url, bodies), kwargs={"on_answer": count}
@@ -259,6 +266,7 @@ def kill_and_resend(
     senders.start()
     is_enough = enough.wait(_TIMEOUT_S)
     first_exit = first.kill()
+    killed.set()
     open_at_kill = sorted(path.name for path in spool.glob("*.part"))
     senders.join(_TIMEOUT_S)
     assert is_enough and not senders.is_alive()

@@ -226,9 +226,10 @@ class EachlabsSettings:
     )
 
     def check(self, names: Iterable[str] | None = None) -> EachlabsSettings:
-        """Raise ConfigError naming the first setting (of `names`, default all) that breaks its
-        rule; with all settings, also the rules between settings. Returns self."""
-        chosen = SETTING_NAMES if names is None else tuple(names)
+        """Raise ConfigError naming the first setting (of `names`, default all a load uses:
+        not the receiver's `webhook_token`) that breaks its rule; with all settings, also the
+        rules between settings. Returns self."""
+        chosen = LOAD_SETTINGS if names is None else tuple(names)
         for name in chosen:
             problem = setting_problem(name, getattr(self, name))
             if problem is not None:
@@ -253,6 +254,8 @@ SETTING_FIELDS: dict[str, dataclasses.Field[Any]] = {
 SETTING_NAMES = tuple(SETTING_FIELDS)
 #: The settings that are secrets: .dlt/secrets.toml or the environment only, never shown.
 SECRETS = ("api_key", "webhook_token")
+#: The settings a load checks: all but the receiver's token (a bad one must not stop loads).
+LOAD_SETTINGS = tuple(name for name in SETTING_NAMES if name != "webhook_token")
 #: The settings with their defaults (api_key: None).
 DEFAULTS = EachlabsSettings()
 
