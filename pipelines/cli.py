@@ -24,6 +24,7 @@ from pipelines.eachlabs.errors import (
 )
 from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
+from pipelines.targets import DESTINATIONS
 
 if TYPE_CHECKING:
     from pipelines.eachlabs.helpers import FetchReport
@@ -75,11 +76,19 @@ def _add_target_options(
     default_db: Path = DEFAULT_DB_PATH,
     db_help: str = "DuckDB file to load into (created if missing; default: %(default)s)",
 ) -> None:
+    parser.add_argument(
+        "--destination",
+        choices=DESTINATIONS,
+        default=DESTINATIONS[0],
+        help="where the tables and views are: duckdb, the file --db (default), or postgres, "
+        "the database of DESTINATION__POSTGRES__CREDENTIALS / [destination.postgres."
+        "credentials] in .dlt/secrets.toml (credentials never as a flag)",
+    )
     parser.add_argument("--db", type=Path, default=default_db, help=db_help)
     parser.add_argument(
         "--dataset",
         default=DEFAULT_DATASET,
-        help="schema of the tables and views in the DuckDB file (default: %(default)s)",
+        help="schema of the tables and views (default: %(default)s)",
     )
 
 
@@ -426,21 +435,21 @@ def _cmd_load(args: argparse.Namespace) -> int:
         lock_wait_s=args.lock_wait,
         on_commit=None if args.quiet else _print_commit,
         started_at=args.started_at,
+        destination=args.destination,
     )
     _print_summary(summary)
     return summary.exit_code
 
 
 def _cmd_views(args: argparse.Namespace) -> int:
-    from pipelines.target import Checkpoints, check_target, connect_duckdb, writer_settings
-    from pipelines.views import apply_views
+    from pipelines.targets import make_target
 
-    check_target(args.db, args.dataset)
-    if not args.db.exists():
+    target = make_target(args.destination, args.db, args.dataset)
+    if args.destination == "duckdb" and not args.db.exists():
         raise ConfigError(f"no DuckDB file at {args.db}: run `eachlabs-pipeline load` first")
-    with connect_duckdb(args.db) as connection, writer_settings(connection):
-        names = apply_views(connection, args.dataset)
-        Checkpoints(connection, args.dataset).final()
+    with target.session(settings.DEFAULT_LOCK_WAIT_S) as session:
+        names = session.apply_views()
+        session.final()
     print(f"applied {len(names)} views in schema {args.dataset}: {', '.join(names)}")
     return EXIT_OK
 

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-import duckdb
 
 from pipelines import bodies
 from pipelines.bodies import BodyFile
 from pipelines.chunks import ChunkEnd, Peekable, add_chunk, combined, take
 from pipelines.dlt_run import (
     dlt_settings,
-    load_chunk,
-    pipeline_name_for,
     sigterm_as_interrupt,
 )
 from pipelines.eachlabs import EachlabsSettings, FetchReport, eachlabs_source, settings
@@ -33,27 +30,14 @@ from pipelines.eachlabs.settings import (
     LOAD_SETTINGS,
     resolve_settings,
 )
-from pipelines.lock import load_lock
 from pipelines.selection import Listed, list_workflows, new_marks
 from pipelines.stored import (
     store_listing_marks,
     stored_final_ids,
     stored_summaries,
-    upgrade_tables,
 )
 from pipelines.summary import LoadSummary
-from pipelines.target import (
-    LARGE_VALUE_BYTES,
-    Checkpoints,
-    check_target,
-    chunk_memory_mb,
-    connect_duckdb,
-    holds_no_rows,
-    remove_database,
-    set_memory_limit,
-    writer_settings,
-)
-from pipelines.views import apply_views
+from pipelines.targets import Db, Session, Target, make_target
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +64,7 @@ def run_load(
     chunk_seconds: float | None = None,
     on_commit: Callable[[LoadSummary], None] | None = None,
     started_at: float | None = None,
+    destination: str = "duckdb",
 ) -> LoadSummary:
     """Fetch the given executions and merge them into the DuckDB file, then apply the views.
 
@@ -118,6 +103,9 @@ def run_load(
         on_commit: Called after each chunk is committed while more IDs remain.
         started_at: `time.monotonic()` at which the run's clock starts (the CLI passes its
             process's start, so the summary's time is the whole command's); default: now.
+        destination: Where the rows go (`pipelines.targets`): `duckdb`, the file `db_path`
+            (default), or `postgres`, the schema `dataset` of the database dlt's credentials
+            name.
 
     A run that created the DuckDB file and fails before committing anything removes the file
     (and its `.wal` and `.lock`) again; a file that existed before is left as it was.
@@ -130,7 +118,7 @@ def run_load(
         KeyboardInterrupt: Ctrl-C (SIGINT), or `Terminated` on SIGTERM; the chunks committed
             before it are kept.
     """
-    check_target(db_path, dataset)
+    target = make_target(destination, db_path, dataset)
     ids = list(ids)
     workflows = list(workflows)
     files = list(files or [])
@@ -157,21 +145,10 @@ def run_load(
     )
     summary = LoadSummary()
     started = time.monotonic() if started_at is None else started_at
-    # Taken before anything else, dlt's working directory included (see pipelines/lock.py).
-    with load_lock(db_path, lock_wait_s) as lock, dlt_settings():
-        try:
-            _run_load(
-                inputs, db_path, dataset, refresh_all, config, on_progress, on_commit, summary
-            )
-        except BaseException:
-            # Nothing was loaded into a file this run created: leave no empty file behind for
-            # `report` to stumble on. A file holding any row (a committed chunk, or part of
-            # one that the next run completes) is kept, as is every file that existed before.
-            if summary.created_file and holds_no_rows(db_path, dataset):
-                remove_database(db_path)
-                if lock.created:
-                    lock.remove_when_released()
-            raise
+    # The target's lock comes first, before dlt's working directory is touched.
+    with target.session(lock_wait_s) as session, dlt_settings():
+        summary.created_file = session.created
+        _run_load(inputs, target, session, refresh_all, config, on_progress, on_commit, summary)
     summary.elapsed_s = time.monotonic() - started
     return summary
 
@@ -193,55 +170,41 @@ class Inputs:
 
 def _run_load(
     inputs: Inputs,
-    db_path: Path,
-    dataset: str,
+    target: Target,
+    session: Session,
     refresh_all: bool,
     config: EachlabsSettings,
     on_progress: Callable[[FetchReport], None] | None,
     on_commit: Callable[[LoadSummary], None] | None,
     summary: LoadSummary,
 ) -> None:
-    """The load itself, under the lock; fills `summary` as it goes."""
+    """The load itself, with the target held; fills `summary` as it goes."""
     pipeline = dlt.pipeline(
-        pipeline_name=pipeline_name_for(db_path, dataset),
-        destination=dlt.destinations.duckdb(str(db_path)),
-        dataset_name=dataset,
+        pipeline_name=target.pipeline_name(),
+        destination=target.dlt_destination(),
+        dataset_name=target.dataset,
     )
-    # The run holds the file from start to end (opening it is also the early check that it can
-    # be written): dlt's loads of the chunks share this one DuckDB instance, whose settings
-    # this run chooses (`writer_settings`), and no other program can take the file between
-    # two chunks.
-    is_new_file = not db_path.exists()
-    with connect_duckdb(db_path) as connection, writer_settings(connection):
-        summary.created_file = is_new_file  # opened, so created by this run if it was new
-        checkpoints = Checkpoints(connection, dataset)
-        upgrade_tables(connection, dataset)  # before anything of this version is loaded
-        if pipeline.has_pending_data:
-            # An earlier run was interrupted after fetching: finish loading what it fetched
-            # first, so that this run starts from exact tables. (If nothing was ever loaded
-            # into the file, dlt discards the package instead; the IDs are fetched again.)
-            summary.resumed_interrupted_load = load_chunk(pipeline, None, connection)
-            if summary.resumed_interrupted_load:  # its sizes are unknown: room, no merging
-                checkpoints.after_chunk(largest_body_bytes=LARGE_VALUE_BYTES)
+    session.upgrade()  # before anything of this version is loaded
+    if pipeline.has_pending_data:
+        # An earlier run was interrupted after fetching: finish loading what it fetched first,
+        # so that this run starts from exact tables. (If nothing was ever loaded, dlt discards
+        # the package instead; the IDs are fetched again.)
+        summary.resumed_interrupted_load = session.load_chunk(pipeline, None)
 
-        plan = _plan(inputs, config, connection, dataset, refresh_all, summary)
-        _load_chunks(
-            plan, pipeline, connection, checkpoints, config, on_progress, on_commit, summary
-        )
-        # Only now, with every chunk committed, may the next run's listings stop earlier and
-        # the spool's files be put away.
-        listed = plan.listed
-        not_found = {
-            row["execution_id"] for row in summary.fetch.errors if row["http_status"] == 404
-        }
-        marks = new_marks(
-            listed, connection, dataset, listed_at_us=listed.started_us, not_found=not_found
-        )
-        store_listing_marks(connection, dataset, marks, listed.started_us)
-        if inputs.spool is not None and not (summary.fetch.failed or summary.failed_listings):
-            summary.files_moved = bodies.move_loaded(inputs.files, inputs.spool)
-        summary.views = apply_views(connection, dataset)
-        checkpoints.final()
+    plan = _plan(inputs, config, session.db, target.dataset, refresh_all, summary)
+    _load_chunks(plan, pipeline, session, config, on_progress, on_commit, summary)
+    # Only now, with every chunk committed, may the next run's listings stop earlier and the
+    # spool's files be put away.
+    listed = plan.listed
+    not_found = {row["execution_id"] for row in summary.fetch.errors if row["http_status"] == 404}
+    marks = new_marks(
+        listed, session.db, target.dataset, listed_at_us=listed.started_us, not_found=not_found
+    )
+    store_listing_marks(session.db, target.dataset, marks, listed.started_us)
+    if inputs.spool is not None and not (summary.fetch.failed or summary.failed_listings):
+        summary.files_moved = bodies.move_loaded(inputs.files, inputs.spool)
+    summary.views = session.apply_views()
+    session.final()
 
 
 @dataclass
@@ -262,7 +225,7 @@ class _Plan:
 def _plan(
     inputs: Inputs,
     config: EachlabsSettings,
-    connection: duckdb.DuckDBPyConnection,
+    db: Db,
     dataset: str,
     refresh_all: bool,
     summary: LoadSummary,
@@ -274,13 +237,13 @@ def _plan(
     found = bodies.scan(inputs.files) if inputs.files else None
     from_files = found.ids if found is not None else []
     selection = select_ids([*inputs.ids, *(from_files if inputs.verify else [])])
-    listed = _list(inputs, config, connection, dataset, refresh_all)
+    listed = _list(inputs, config, db, dataset, refresh_all)
     summary.listings = listed.listings
     by_id = [i for i in selection.valid if i not in listed.ids]
     read = [] if inputs.verify else from_files
     fetched = set(by_id) | listed.ids
     read = [i for i in read if i not in fetched]  # fetched from the API instead
-    final = stored_final_ids(connection, dataset) if by_id or read else set()
+    final = stored_final_ids(db, dataset) if by_id or read else set()
     fetch_by_id = by_id if refresh_all else [i for i in by_id if i not in final]
     # A body read from a file may be older than the row (a late retry of a delivery): one
     # that is not final never replaces a final row, not even with --refresh-all.
@@ -291,7 +254,7 @@ def _plan(
     ]
     # Executions fetched by ID or read keep the summary columns a listing stored for them.
     summaries = {
-        **stored_summaries(connection, dataset, [*fetch_by_id, *read_now]),
+        **stored_summaries(db, dataset, [*fetch_by_id, *read_now]),
         **listed.summaries,
     }
     ids = listed.to_fetch + fetch_by_id
@@ -318,8 +281,7 @@ def _plan(
 def _load_chunks(
     plan: _Plan,
     pipeline: dlt.Pipeline,
-    connection: duckdb.DuckDBPyConnection,
-    checkpoints: Checkpoints,
+    session: Session,
     config: EachlabsSettings,
     on_progress: Callable[[FetchReport], None] | None,
     on_commit: Callable[[LoadSummary], None] | None,
@@ -341,18 +303,15 @@ def _load_chunks(
             source = _make_source(
                 None if is_bodies else items, items if is_bodies else None,
                 plan.rejected if first else {}, chunk, summary.fetch, on_progress, config,
-                # Once the chunk is fetched, before dlt loads it: room for its text.
-                on_fetched=lambda report: set_memory_limit(connection, chunk_memory_mb(report)),
+                on_fetched=session.on_fetched,
                 summaries=plan.summaries,
                 first_errors=plan.first_errors if first else [],
                 has_listed=plan.listed.pages > 0,
             )  # fmt: skip
             if not first:  # the run's errors: replaced by the first chunk, then added to
                 source.resources["fetch_errors"].apply_hints(write_disposition="append")
-            load_chunk(pipeline, source, connection)
-            # The chunk's rows go into the file now: memory is bounded by the chunk however
-            # large the file grows (see `writer_settings`).
-            checkpoints.after_chunk(chunk.largest_body_bytes)
+            session.load_chunk(pipeline, source)
+            session.after_chunk(chunk.largest_body_bytes)
             add_chunk(summary.fetch, chunk)
             summary.chunks += 1
             first = False
@@ -364,7 +323,7 @@ def _load_chunks(
 def _list(
     inputs: Inputs,
     config: EachlabsSettings,
-    connection: duckdb.DuckDBPyConnection,
+    db: Db,
     dataset: str,
     refresh_all: bool,
 ) -> Listed:
@@ -374,7 +333,7 @@ def _list(
     client = EachlabsClient.from_settings(config)
     try:
         return list_workflows(
-            client, connection, dataset, inputs.workflows, inputs.bulk_id,
+            client, db, dataset, inputs.workflows, inputs.bulk_id,
             overlap_us=int(config.listing_overlap_s * 1e6), full_listing=inputs.full_listing,
             refresh_all=refresh_all, on_listed=inputs.on_listed,
         )  # fmt: skip

@@ -21,12 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
-
 from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import TransientError
 from pipelines.eachlabs.listing import PAGE_SIZE, ListedExecution, WorkflowListing, list_workflow
 from pipelines.stored import StoredState, listing_marks, stored_states, unfinished_ids
+from pipelines.targets.base import Db
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +59,7 @@ class Listed:
 
 def list_workflows(
     client: EachlabsClient,
-    connection: duckdb.DuckDBPyConnection,
+    db: Db,
     dataset: str,
     workflows: Iterable[str],
     bulk_id: str | None,
@@ -77,7 +76,7 @@ def list_workflows(
         AuthError, ConfigError: as the client does, or the API cannot be reached at all (the
             first listing could not connect); nothing is loaded.
     """
-    marks = {} if full_listing or refresh_all else listing_marks(connection, dataset)
+    marks = {} if full_listing or refresh_all else listing_marks(db, dataset)
     listed = Listed()
     for workflow_id in dict.fromkeys(workflows):
         listing = WorkflowListing(workflow_id, bulk_id, marks.get((workflow_id, bulk_id or "")))
@@ -85,7 +84,7 @@ def list_workflows(
         executions = list_workflow(client, listing, overlap_us=overlap_us, seen=listed.ids)
         for page in _pages(executions):
             ids = [execution.execution_id for execution in page]
-            states = {} if refresh_all else stored_states(connection, dataset, ids)
+            states = {} if refresh_all else stored_states(db, dataset, ids)
             for execution in page:
                 state = states.get(execution.execution_id)
                 if state and state.is_final and not _is_newer(execution, state):
@@ -107,7 +106,7 @@ def list_workflows(
 
 def new_marks(
     listed: Listed,
-    connection: duckdb.DuckDBPyConnection,
+    db: Db,
     dataset: str,
     *,
     listed_at_us: int,
@@ -128,7 +127,7 @@ def new_marks(
         if not listing.is_complete or listing.newest_created_us is None:
             continue
         mark = min(listing.newest_created_us, listed_at_us)
-        for execution_id in unfinished_ids(connection, dataset, fetched.keys() - not_found):
+        for execution_id in unfinished_ids(db, dataset, fetched.keys() - not_found):
             created_us = fetched[execution_id]
             if created_us is None:  # cannot be placed: the next run lists fully
                 break

@@ -309,7 +309,7 @@ def test_an_interrupt_right_after_the_first_commit_keeps_the_new_file(
 ) -> None:
     """Ctrl-C between dlt's commit of a chunk and the run's own bookkeeping: the file this run
     created holds committed rows, so it is kept (only a file with no row is removed)."""
-    import pipelines.load
+    import pipelines.target
 
     simulator = simulator_factory(executions=0)
     simulator.put_execution(execution("e", {"a": model_step("a", "m")}))
@@ -317,7 +317,7 @@ def test_an_interrupt_right_after_the_first_commit_keeps_the_new_file(
     def interrupted(self, largest_body_bytes: int) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipelines.load.Checkpoints, "after_chunk", interrupted)
+    monkeypatch.setattr(pipelines.target.Checkpoints, "after_chunk", interrupted)
     result = workspace.load(simulator, "e")
     assert result.returncode == 130
     assert workspace.query("select execution_id from eachlabs.executions") == [("e",)]

@@ -20,8 +20,8 @@ from payloads import execution, model_step, one_step_execution
 
 import pipelines.dlt_run
 import pipelines.eachlabs.client as client_module
-import pipelines.load
 import pipelines.target
+import pipelines.targets.duckdb
 from pipelines.eachlabs.client import EachlabsClient
 from pipelines.target import (
     DUCKDB_MEMORY_LIMIT_MB,
@@ -196,7 +196,7 @@ def test_a_chunk_too_big_for_duckdbs_memory_cap_still_loads(
     of failing the run, and the next chunk is capped again (and overflows again)."""
     monkeypatch.setattr(pipelines.target, "DUCKDB_MEMORY_LIMIT_MB", 16)
     monkeypatch.setattr(pipelines.dlt_run, "DUCKDB_MEMORY_LIMIT_MB", 16)
-    monkeypatch.setattr(pipelines.load, "chunk_memory_mb", lambda chunk: 16)
+    monkeypatch.setattr(pipelines.targets.duckdb, "chunk_memory_mb", lambda chunk: 16)
     rng = random.Random(3)
     simulator = simulator_factory(executions=0)
     ids = [f"big-{n}" for n in range(3)]

@@ -238,14 +238,14 @@ def test_an_interrupted_spool_load_leaves_the_files_and_the_next_run_finishes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pipelines.load
+    import pipelines.target
 
     _, bodies, by_id = bodies_and_ids_load
     name = "spool-20261202T070000.000000Z-1-000000.jsonl"
     spool = spool_with(tmp_path / "spool", {name: bodies}, {})
     ws = make_workspace(tmp_path / "ws")
     calls = {"n": 0}
-    real_after_chunk = pipelines.load.Checkpoints.after_chunk
+    real_after_chunk = pipelines.target.Checkpoints.after_chunk
 
     def interrupted_after_two(self: Any, largest_body_bytes: int) -> None:
         real_after_chunk(self, largest_body_bytes)
@@ -253,14 +253,14 @@ def test_an_interrupted_spool_load_leaves_the_files_and_the_next_run_finishes(
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipelines.load.Checkpoints, "after_chunk", interrupted_after_two)
+    monkeypatch.setattr(pipelines.target.Checkpoints, "after_chunk", interrupted_after_two)
     env = {"SOURCES__EACHLABS__CHUNK_EXECUTIONS": "50"}
     stopped = ws.run("load", "--db", str(ws.db_path), "--from-spool", str(spool), env=env)
     assert stopped.returncode == 130
     assert (spool / name).exists() and not (spool / "loaded").exists()
     assert ws.query("select count(*) from eachlabs.executions") == [(100,)]
 
-    monkeypatch.setattr(pipelines.load.Checkpoints, "after_chunk", real_after_chunk)
+    monkeypatch.setattr(pipelines.target.Checkpoints, "after_chunk", real_after_chunk)
     finished = load_files(ws, "--from-spool", str(spool))
     assert finished.returncode == 0, finished.stderr
     assert (spool / "loaded" / name).exists()

@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from payloads import execution, model_step, utc
 
+from pipelines.dlt_run import pipeline_name_for
 from pipelines.eachlabs import eachlabs_source
 from pipelines.eachlabs.normalise import (
     EXECUTIONS_SCHEMA,
@@ -20,7 +21,6 @@ from pipelines.eachlabs.normalise import (
     STEP_OUTPUTS_SCHEMA,
     STEP_PARAMS_SCHEMA,
 )
-from pipelines.load import pipeline_name_for
 from pipelines.simulator import FaultConfig
 from pipelines.views import discover_views
 
