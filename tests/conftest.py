@@ -18,6 +18,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from destinations import Destination
 from postgres_server import PostgresDb, PostgresServer, PostgresStartError, start_postgres
 from workspace import CliResult, Workspace, isolated_env, make_workspace, run_main
 
@@ -214,3 +215,13 @@ def postgres_db(postgres_server: PostgresServer, request: pytest.FixtureRequest)
     `server.credentials_env(dbname)` for dlt."""
     stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
     return PostgresDb(postgres_server, postgres_server.create_database(f"{stem}_{uuid4().hex[:8]}"))
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def destination(request: pytest.FixtureRequest, workspace: Workspace) -> Destination:
+    """The test runs once per destination: the workspace's DuckDB file, then a fresh database
+    of the test worker's PostgreSQL server (see tests/destinations.py)."""
+    if request.param == "duckdb":
+        return Destination("duckdb", workspace)
+    database = request.getfixturevalue("postgres_db")
+    return Destination("postgres", workspace, database.server, database.dbname)

@@ -127,28 +127,45 @@ def test_second_load_runs_once_the_first_is_gone(simulator, workspace) -> None:
     assert len(workspace.query("select * from eachlabs.executions")) == 5
 
 
-def test_two_concurrent_loads_on_one_file_never_wedge(
-    simulator_factory, workspace, reference
+def all_rows(destination) -> dict[str, list[tuple]]:
+    volatile = ("fetched_at", "last_attempt_at")
+    return {table: destination.table_rows(table, volatile) for table in TABLES}
+
+
+@pytest.mark.parametrize("lock_wait", ["0", "200"])
+def test_two_concurrent_loads_never_wedge(
+    simulator_factory, destination, tmp_path, lock_wait: str
 ) -> None:
+    """Two loads at once into one file or one PostgreSQL dataset: one holds the lock; the
+    other exits 3 naming it (`--lock-wait 0`) or waits and then finishes (`--lock-wait 200`).
+    Either way the tables equal one uninterrupted load's, and the next run works."""
+    workspace = destination.workspace
     simulator = simulator_factory(
         executions=120, seed=9, running_share=0.0, faults=FaultConfig(latency_ms=150)
     )
     args = [
         "load", *simulator.execution_ids, "--db", str(workspace.db_path), "--quiet",
-        "--base-url", simulator.base_url, "--concurrency", "2", "--lock-wait", "0",
+        "--base-url", simulator.base_url, "--concurrency", "2", "--lock-wait", lock_wait,
+        *destination.args(),
     ]  # fmt: skip
-    env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key}
+    env = {"SOURCES__EACHLABS__API_KEY": simulator.api_key, **destination.env()}
     first, second = workspace.spawn(*args, env=env), workspace.spawn(*args, env=env)
     outcomes = [(p.wait(timeout=240), p.communicate()[1]) for p in (first, second)]
     codes = sorted(code for code, _ in outcomes)
-    assert codes == [0, 3], outcomes
-    [locked_out] = [stderr for code, stderr in outcomes if code == 3]
-    assert "another load into" in locked_out and "Traceback" not in locked_out
-    expected = reference(simulator, workspace)
-    assert tables(workspace.db_path) == expected
-    again = workspace.load(simulator, *simulator.execution_ids, extra=["--quiet"])
+    if lock_wait == "0":
+        assert codes == [0, 3], outcomes
+        [locked_out] = [stderr for code, stderr in outcomes if code == 3]
+        assert "another load into" in locked_out and "Traceback" not in locked_out
+        assert "(PID " in locked_out
+    else:
+        assert codes == [0, 0], outcomes  # the second waited for the first
+    reference = destination.sibling(tmp_path / "reference")
+    assert reference.load(simulator, *simulator.execution_ids, extra=["--quiet"]).returncode == 0
+    expected = all_rows(reference)
+    assert all_rows(destination) == expected
+    again = destination.load(simulator, *simulator.execution_ids, extra=["--quiet"])
     assert again.returncode == 0, again.stderr  # no wedge: the next run works
-    assert tables(workspace.db_path) == expected
+    assert all_rows(destination) == expected
 
 
 def test_a_reader_mid_run_is_refused_and_the_load_finishes(

@@ -1,0 +1,123 @@
+"""`--destination postgres`: the same data gives the same four tables and every view on
+PostgreSQL as on DuckDB; readers never block a load; the password never shows.
+
+A real PostgreSQL server the tests start themselves (tests/postgres_server.py), the real CLI,
+the simulator's own answers for 2,000 executions loaded from one JSON Lines file into both
+destinations (so that even `fetched_at`, the file's time, is the same).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from destinations import Destination, assert_rows_close
+from postgres_server import PostgresDb
+from workspace import Workspace, make_workspace
+
+from pipelines.views import discover_views
+
+TABLES = ("executions", "step_outputs", "step_params", "fetch_errors")
+#: When the latest run tried an ID: the two loads ran at different times.
+VOLATILE = {"fetch_errors": ("last_attempt_at",)}
+
+
+@pytest.fixture(scope="module")
+def bodies_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The simulator's answers for its 2,000 executions (some still running), one per line,
+    and two lines that cannot be loaded (so fetch_errors has rows)."""
+    from simulator_fixtures import start_simulator
+
+    simulator = start_simulator(executions=2000, running_share=0.05)
+    path = tmp_path_factory.mktemp("bodies") / "bodies.jsonl"
+    with path.open("wb") as out:
+        for execution_id in simulator.execution_ids:
+            out.write(simulator.app.execution_response(execution_id).body + b"\n")
+        out.write(b'{"execution_id": "../unsafe"}\n')
+        out.write(b"not json\n")
+    simulator.stop()
+    return path
+
+
+def load_into(destination: Destination, path: Path, *extra: str) -> str:
+    result = destination.workspace.run(
+        "load", "--db", str(destination.workspace.db_path), "--from-jsonl", str(path),
+        *destination.args(), *extra, env=destination.env(),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr  # the two unloadable lines
+    return result.stdout + result.stderr
+
+
+def test_both_destinations_hold_the_same_tables_and_views(
+    bodies_file: Path, workspace: Workspace, postgres_db: PostgresDb
+) -> None:
+    duck = Destination("duckdb", workspace)
+    pg = Destination("postgres", make_workspace(workspace.root.parent / "pg"), *postgres_db)
+    outputs = [load_into(duck, bodies_file), load_into(pg, bodies_file)]
+
+    for table in TABLES:
+        skip = VOLATILE.get(table, ())
+        assert pg.columns(table, skip) == duck.columns(table, skip), table
+        expected = duck.table_rows(table, skip)
+        assert len(expected) >= (2 if table == "fetch_errors" else 2000)
+        assert_rows_close(pg.table_rows(table, skip), expected, table)
+    views = [view.name for view in discover_views()]
+    for view in views:
+        expected = duck.view_rows(view)
+        assert expected, f"{view} is empty"
+        assert_rows_close(pg.view_rows(view), expected, view)
+
+    # The password is in no output and no table.
+    password = postgres_db.server.password
+    assert all(password not in output for output in outputs)
+    for table in TABLES:
+        assert password not in repr(pg.query(f"select * from eachlabs.{table}"))
+
+
+def test_a_second_load_leaves_views_alone_and_a_readers_transaction_never_blocks_it(
+    bodies_file: Path, workspace: Workspace, postgres_db: PostgresDb
+) -> None:
+    """An analyst's transaction holds locks on the views for the whole load: the load still
+    ends (exit as usual) and the analyst's transaction goes on unharmed."""
+    pg = Destination("postgres", workspace, *postgres_db)
+    load_into(pg, bodies_file)
+    reader = postgres_db.server.connect(postgres_db.dbname)
+    reader.autocommit = False
+    with reader.cursor() as cursor:
+        cursor.execute("select count(*) from eachlabs.model_failure_rates")
+        (before,) = cursor.fetchone()
+        cursor.execute("lock table eachlabs.executions in access share mode")
+
+        result = {}
+        thread = threading.Thread(
+            target=lambda: result.update(output=load_into(pg, bodies_file, "--refresh-all"))
+        )
+        thread.start()
+        thread.join(300)
+        assert not thread.is_alive(), "the load waited on the reader"
+
+        cursor.execute("select count(*) from eachlabs.model_failure_rates")
+        assert cursor.fetchone() == (before,)  # the reader's transaction is unharmed
+    reader.rollback()
+    reader.close()
+    assert "were not re-applied" not in result["output"]  # unchanged: never even tried
+
+
+def test_a_changed_view_waits_briefly_for_a_reader_then_leaves_the_old_views(
+    bodies_file: Path, workspace: Workspace, postgres_db: PostgresDb
+) -> None:
+    pg = Destination("postgres", workspace, *postgres_db)
+    load_into(pg, bodies_file)
+    pg.query("update eachlabs._eachlabs_views set definition_sha256 = 'an older version'")
+    reader = postgres_db.server.connect(postgres_db.dbname)
+    reader.autocommit = False
+    with reader.cursor() as cursor:
+        cursor.execute("select count(*) from eachlabs.model_failure_rates")
+        output = load_into(pg, bodies_file)
+    reader.rollback()
+    reader.close()
+    assert "were not re-applied: readers kept them locked" in output
+    assert pg.query("select definition_sha256 from eachlabs._eachlabs_views") == [
+        ("an older version",)
+    ]
