@@ -13,17 +13,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from typing import Any
 
 import requests
 import tenacity
-import urllib3
 from requests.adapters import HTTPAdapter
 
 from pipelines.eachlabs import settings
@@ -48,39 +45,22 @@ from pipelines.eachlabs.errors import (
     UnusableBodyError,
 )
 from pipelines.eachlabs.ids import validate_execution_id
+from pipelines.eachlabs.transport import (
+    EXECUTION_NOT_FOUND,
+    NETWORK_ERRORS,
+    WORKFLOW_NOT_FOUND,
+    FetchResult,
+    Request,
+    innermost,
+    is_connect_failure,
+    is_unreachable,
+)
 
 logger = logging.getLogger(__name__)
 
 
-#: The API's own 404 answers: "execution not found", "workflow not found" (any case).
-_EXECUTION_NOT_FOUND = (re.compile("execution", re.IGNORECASE), "execution not found")
-_WORKFLOW_NOT_FOUND = (
-    re.compile(r"\b(work)?flows?\b.*\bnot found", re.IGNORECASE),
-    "workflow not found",
-)
-
 #: About how many bytes of answers the fetcher reads at once, however big each one is.
 _IN_FLIGHT_MAX_BYTES = 32 * 1024 * 1024
-
-_NETWORK_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    """The outcome for one execution ID: a payload, or the error that stopped it."""
-
-    execution_id: str
-    payload: dict[str, Any] | None
-    error: FetchError | None
-    attempts: int
-    finished_at: float
-    #: Size of the answer's body (what a chunk's byte limit counts).
-    body_bytes: int = 0
 
 
 class EachlabsClient:
@@ -205,12 +185,12 @@ class EachlabsClient:
     def _fetch(self, execution_id: str) -> tuple[dict[str, Any], int, int]:
         """`fetch_execution`, also returning the size of the answer's body."""
         validate_execution_id(execution_id)
-        request = _Request(
+        request = Request(
             url=f"{self.base_url}/executions/{execution_id}",
             params={"timeout": self.long_poll_timeout_s},
             subject=f"execution {execution_id}",
             decode=lambda body: decode_execution(body, execution_id),
-            not_found=_EXECUTION_NOT_FOUND,
+            not_found=EXECUTION_NOT_FOUND,
         )
         return self._get(request)
 
@@ -232,17 +212,17 @@ class EachlabsClient:
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if bulk_id is not None:
             params["bulk_id"] = validate_execution_id(bulk_id, "bulk")
-        request = _Request(
+        request = Request(
             url=f"{self.base_url}/workflows/{workflow_id}/executions",
             params=params,
             subject=f"workflow {workflow_id} (offset {offset})",
             decode=decode_list_page,
-            not_found=_WORKFLOW_NOT_FOUND,
+            not_found=WORKFLOW_NOT_FOUND,
         )
         page, attempts, _ = self._get(request)
         return page, attempts
 
-    def _get(self, request: _Request) -> tuple[dict[str, Any], int, int]:
+    def _get(self, request: Request) -> tuple[dict[str, Any], int, int]:
         """One GET with the retry policy (see the module docstring); returns the decoded
         body, the attempts it took and the size of the body."""
         attempts = 0
@@ -304,7 +284,7 @@ class EachlabsClient:
                 message, exc.http_status, attempts, has_reached_server=has_reached_server
             ) from None
 
-    def _attempt(self, request: _Request, attempt: int) -> tuple[dict[str, Any], int]:
+    def _attempt(self, request: Request, attempt: int) -> tuple[dict[str, Any], int]:
         """One request; returns the decoded body and its size, or raises (`Retryable` when
         worth another try)."""
         deadline = time.monotonic() + self.request_timeout_s
@@ -332,15 +312,15 @@ class EachlabsClient:
                 # Not transient: retrying cannot make an untrusted certificate trusted.
                 raise ConfigError(
                     f"the TLS certificate of {self.base_url} could not be verified "
-                    f"({short(_innermost(exc))}). If the server uses a private CA, point "
+                    f"({short(innermost(exc))}). If the server uses a private CA, point "
                     "REQUESTS_CA_BUNDLE at its certificate; nothing was loaded"
                 ) from None
             raise Retryable(f"SSLError: {short(exc)}", None) from None
-        except _NETWORK_ERRORS as exc:
+        except NETWORK_ERRORS as exc:
             raise Retryable(
                 f"{type(exc).__name__}: {short(exc)}",
                 None,
-                has_reached_server=not _is_connect_failure(exc),
+                has_reached_server=not is_connect_failure(exc),
             ) from None
         except requests.RequestException as exc:
             # Invalid URL and the like: a setting is wrong, no retry will help. The
@@ -470,7 +450,7 @@ class EachlabsClient:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = future.result()
-                    if not _is_unreachable(result):
+                    if not is_unreachable(result):
                         self.has_reached_server = True  # from now on, failures are per ID
                     elif not self.has_reached_server:
                         unreachable_streak += 1
@@ -511,48 +491,3 @@ class EachlabsClient:
             logger.debug("execution %s: unexpected error", execution_id, exc_info=True)
             error = FetchError(f"unexpected {type(exc).__name__}: {short(exc)}", None, 0)
             return FetchResult(execution_id, None, error, 0, time.time())
-
-
-@dataclass(frozen=True)
-class _Request:
-    """One GET of the API: where, with which query, and how to read its 200 body."""
-
-    url: str
-    params: dict[str, Any]
-    subject: str  # for log lines: "execution <id>", "workflow <id> (offset n)"
-    decode: Callable[[bytes], dict[str, Any]]
-    #: How a 404 from the API itself reads (a pattern, and an example for the message): any
-    #: other 404 means base_url is wrong.
-    not_found: tuple[re.Pattern[str], str]
-
-
-def _is_unreachable(result: FetchResult) -> bool:
-    """Every try failed to even connect (refused, unknown host, connect time-out).
-
-    A server that accepted the connection and then hung or dropped it was reached: that is a
-    failure of this ID, not a sign that the whole run cannot work.
-    """
-    error = result.error
-    return isinstance(error, TransientError) and not error.has_reached_server
-
-
-def _is_connect_failure(exc: BaseException) -> bool:
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    return isinstance(exc, requests.ConnectionError) and isinstance(
-        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
-    )
-
-
-def _innermost(exc: BaseException) -> BaseException:
-    """The deepest `reason` of a requests/urllib3 error (e.g. the ssl error itself)."""
-    current = exc
-    for _ in range(10):
-        nested = getattr(current.args[0], "reason", None) if current.args else None
-        if not isinstance(nested, BaseException):
-            nested = current.args[0] if current.args else None
-        if not isinstance(nested, BaseException):
-            return current
-        current = nested
-    return current
