@@ -121,3 +121,30 @@ def test_a_changed_view_waits_briefly_for_a_reader_then_leaves_the_old_views(
     assert pg.query("select definition_sha256 from eachlabs._eachlabs_views") == [
         ("an older version",)
     ]
+
+
+def test_the_loader_indexes_the_keys_and_a_merge_uses_them(
+    bodies_file: Path, workspace: Workspace, postgres_db: PostgresDb
+) -> None:
+    """dlt creates no index on a merge key on PostgreSQL: the loader does, once, so that a
+    chunk's merge finds its executions' old rows without reading whole tables."""
+    from pipelines.targets.postgres import INDEXES
+
+    pg = Destination("postgres", workspace, *postgres_db)
+    load_into(pg, bodies_file)
+    load_into(pg, bodies_file)  # again: the indexes are there already, nothing fails
+    found = {
+        (table, definition.split("(", 1)[1].rstrip(")"))
+        for table, definition in pg.query(
+            "select tablename, indexdef from pg_indexes where schemaname = 'eachlabs'"
+        )
+    }
+    for table, columns in INDEXES:
+        assert (table, ", ".join(columns)) in found, (table, columns)
+    pg.query("analyze")
+    [plan] = zip(*pg.query(
+        "explain delete from eachlabs.step_outputs where execution_id in "
+        "(select execution_id from eachlabs.executions order by execution_id limit 10)"
+    ), strict=True)  # fmt: skip
+    assert any("Index" in line and "step_outputs" in line for line in plan), plan
+    assert not any("Seq Scan on step_outputs" in line for line in plan), plan
