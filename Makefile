@@ -27,9 +27,12 @@ demo: $(STAMP)
 
 # Executes notebooks/model_performance.ipynb on $(DB) (read-only) and writes
 # reports/model_performance.html plus one PNG per figure; the install includes `.[report]`.
-# Notebook parameters: make report ARGS="-p top_n=5 -p start_date=2026-02-01".
+# `make report DESTINATION=postgres` reads the views from PostgreSQL instead (read-only; the
+# credentials as for `load --destination postgres`: DESTINATION__POSTGRES__CREDENTIALS or
+# .dlt/secrets.toml). Notebook parameters: make report ARGS="-p top_n=5 -p start_date=2026-02-01".
 report: $(STAMP)
-	@$(BIN)/eachlabs-pipeline report --db "$(DB)" --out reports $(ARGS)
+	@$(BIN)/eachlabs-pipeline report --destination "$(or $(DESTINATION),duckdb)" --db "$(DB)" \
+		--out reports $(ARGS)
 
 # Tests run on 4 pytest-xdist workers (most of a test's time is spent waiting on a server, a
 # DuckDB file or a child process, so 4 overlap well even on 2 cores): `make test WORKERS=1`.

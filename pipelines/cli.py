@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -22,14 +20,25 @@ from pipelines.eachlabs.errors import (
     LockedError,
     ViewError,
 )
-from pipelines.eachlabs.ids import parse_id_lines
 from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
 from pipelines.targets import DESTINATIONS
 
 if TYPE_CHECKING:
-    from pipelines.eachlabs.helpers import FetchReport
-    from pipelines.eachlabs.listing import WorkflowListing
-    from pipelines.load import LoadSummary
+    pass
+
+from pipelines.cli_io import (  # noqa: E402
+    dlt_failure_message,
+    err,
+    install_log_filters,
+    is_dlt_step_failure,
+    parameter,
+    print_commit,
+    print_listing,
+    print_progress,
+    print_report_progress,
+    print_summary,
+    read_ids,
+)
 
 # This module imports neither dlt, DuckDB nor pandas (about a second together): each command
 # imports what it needs when it runs, so `--help` and `--version` answer at once.
@@ -41,15 +50,6 @@ EXIT_OK = 0
 EXIT_FATAL = 1  # bad key, bad settings, bad usage: nothing was loaded
 EXIT_PARTIAL = 2  # loaded what it could; some IDs failed (see fetch_errors)
 EXIT_LOCKED = 3  # another load or program holds the DuckDB file; what was fetched is kept
-
-
-def _err(message: str) -> None:
-    print(f"eachlabs-pipeline: {message}", file=sys.stderr)
-
-
-def _stamp() -> str:
-    """ISO-8601 UTC time that starts every progress and summary line (for log files)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _process_started_at() -> float:
@@ -276,23 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Print the headline table (per model: finished steps, failure rate with its 95%% "
             "Wilson interval, p50/p95 latency) and the models that got worse in the last 7 "
-            "days (view model_recent_changes). The DuckDB file is opened read-only. With "
+            "days (view model_recent_changes). The views are read read-only, from either "
+            "destination with the same figures: the DuckDB file opened read-only, or "
+            "PostgreSQL (--destination postgres) in a read-only transaction. With "
             "--out DIR, also execute notebooks/model_performance.ipynb and write "
             "model_performance.html and one PNG per figure to DIR (needs the report extra: "
             "pip install -e '.[report]')."
         ),
     )
-    report.add_argument(
-        "--db",
-        type=Path,
-        default=DEFAULT_DB_PATH,
-        help="DuckDB file to read, read-only (default: %(default)s)",
-    )
-    report.add_argument(
-        "--dataset",
-        default=DEFAULT_DATASET,
-        help="schema of the views in the DuckDB file (default: %(default)s)",
-    )
+    _add_target_options(report, db_help="DuckDB file to read, read-only (default: %(default)s)")
     report.add_argument(
         "--out",
         type=Path,
@@ -304,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--param",
         action="append",
         default=[],
-        type=_parameter,
+        type=parameter,
         metavar="NAME=VALUE",
         help="a notebook parameter for --out, repeatable: models='[\"flux-1-1-pro\"]', "
         "start_date=2026-02-01, end_date=..., top_n=5 (VALUE is read as JSON, else as text)",
@@ -323,79 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
         _add_verbose(command_parser, default=argparse.SUPPRESS)
         command_parser.set_defaults(command_parser=command_parser)
     return parser
-
-
-def _decode_lines(data: bytes, name: str) -> list[str]:
-    try:
-        return data.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{name} is not UTF-8 text (line {line}); save it as UTF-8") from None
-
-
-def _read_ids(args: argparse.Namespace) -> list[str]:
-    ids = list(args.ids)
-    if args.ids_file == "-":
-        ids.extend(parse_id_lines(_decode_lines(sys.stdin.buffer.read(), "stdin")))
-    elif args.ids_file:
-        path = Path(args.ids_file)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --ids-file {path}: {exc.strerror}") from None
-        ids.extend(parse_id_lines(_decode_lines(data, f"--ids-file {path}")))
-    elif not ids and not args.workflows and not args.jsonl and args.spool is None:
-        raise ConfigError(
-            "no executions given: pass IDs as arguments, --ids-file PATH, --workflow WF, "
-            "--from-jsonl PATH or --from-spool DIR"
-        )
-    return ids
-
-
-def _print_progress(report: FetchReport) -> None:
-    total = report.requested - report.rejected
-    if not total:
-        return
-    share = f" ({100 * report.done / total:.0f}%)" if total else ""
-    print(
-        f"{_stamp()} fetched {report.done} of {total}{share}: {report.loaded} loaded, "
-        f"{report.not_found} not found, {report.failed} failed",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _print_listing(listing: WorkflowListing) -> None:
-    print(f"{_stamp()} listed {listing.describe()}", file=sys.stderr, flush=True)
-
-
-def _print_commit(summary: LoadSummary) -> None:
-    fetch = summary.fetch
-    print(
-        f"{_stamp()} committed chunk {summary.chunks}: {fetch.done} of "
-        f"{fetch.requested - fetch.rejected} "
-        "IDs done; an interrupt from now on keeps them",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _print_summary(summary: LoadSummary) -> None:
-    print(f"{_stamp()} {summary.describe()}")
-    if summary.all_not_found:
-        _err(
-            f"the API knows none of the {summary.fetch.not_found} requested executions (404): "
-            "check --base-url / SOURCES__EACHLABS__BASE_URL and that the key belongs to the "
-            "workspace that ran them"
-        )
-    errors = summary.fetch.errors
-    for row in errors[:10]:
-        status = row["http_status"] if row["http_status"] is not None else "-"
-        workflow = f"workflow {row['workflow_id']}" if row.get("workflow_id") else "body"
-        subject = row["execution_id"] or workflow
-        print(f"  {subject}: [{status}] {row['error']}", file=sys.stderr)
-    if len(errors) > 10:
-        print(f"  ... and {len(errors) - 10} more in fetch_errors", file=sys.stderr)
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
@@ -418,7 +337,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from pipelines.bodies import jsonl_files
 
     summary = run_load(
-        _read_ids(args),
+        read_ids(args),
         workflows=args.workflows,
         files=jsonl_files(args.jsonl),
         spool=args.spool,
@@ -426,18 +345,18 @@ def _cmd_load(args: argparse.Namespace) -> int:
         verify=args.verify,
         bulk_id=args.bulk_id,
         full_listing=args.full_listing,
-        on_listed=None if args.quiet else _print_listing,
+        on_listed=None if args.quiet else print_listing,
         db_path=args.db,
         dataset=args.dataset,
         refresh_all=args.refresh_all,
         source_options=options,
-        on_progress=None if args.quiet else _print_progress,
+        on_progress=None if args.quiet else print_progress,
         lock_wait_s=args.lock_wait,
-        on_commit=None if args.quiet else _print_commit,
+        on_commit=None if args.quiet else print_commit,
         started_at=args.started_at,
         destination=args.destination,
     )
-    _print_summary(summary)
+    print_summary(summary)
     return summary.exit_code
 
 
@@ -454,37 +373,31 @@ def _cmd_views(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parameter(text: str) -> tuple[str, Any]:
-    name, equals, value = text.partition("=")
-    if not equals or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE, e.g. top_n=5")
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
-
-
-def _print_report_progress(line: str) -> None:
-    print(f"{_stamp()} report: {line}", file=sys.stderr, flush=True)
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import terminal_report
-    from pipelines.target import check_target
+    from pipelines.target import check_dataset_name, check_target
 
-    check_target(args.db, args.dataset)
+    if args.destination == "duckdb":
+        check_target(args.db, args.dataset)
+    else:
+        check_dataset_name(args.dataset)
     if args.param and args.out is None:
         raise ConfigError("-p/--param sets a parameter of the notebook report: add --out DIR")
     if args.param:
         from pipelines.notebook import check_parameters
 
         check_parameters(dict(args.param))  # before anything is printed
-    print(terminal_report(args.db, args.dataset))
+    print(terminal_report(args.db, args.dataset, args.destination))
     if args.out is not None:
         from pipelines.notebook import render_report
 
         files = render_report(
-            args.db, args.dataset, args.out, dict(args.param), on_progress=_print_report_progress
+            args.db,
+            args.dataset,
+            args.out,
+            dict(args.param),
+            on_progress=print_report_progress,
+            destination=args.destination,
         )
         print(
             f"\nreport written to {files.html} ({len(files.figures)} figures as PNG in {args.out})"
@@ -496,10 +409,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.load import run_load
     from pipelines.report import terminal_report
     from pipelines.simulator import Simulator, SimulatorConfig
-    from pipelines.target import check_demo_target, check_target, mark_demo_file
+    from pipelines.targets import make_target
 
-    check_target(args.db, args.dataset)
-    foreign_executions = check_demo_target(args.db, args.dataset, allow_existing=args.force)
+    target = make_target(args.destination, args.db, args.dataset)
+    foreign_executions = target.foreign_executions()
+    if foreign_executions and not args.force:
+        raise ConfigError(
+            f"{target.describe()} already holds {foreign_executions} executions that no demo "
+            "wrote; the demo will not mix generated executions into them. Use another --db "
+            "or --dataset, or --force to load demo data there anyway"
+        )
     # The simulated clock stands still at the data set's "now" and long-polls answer at once:
     # however fast the machine, the same executions are running and every figure is the same
     # (`eachlabs-pipeline simulator` keeps a running clock).
@@ -512,55 +431,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # fetched (a second demo into the same file lists a page or two per workflow).
         summary = run_load(
             workflows=simulator.workflow_ids,
-            on_listed=_print_listing,
+            on_listed=print_listing,
             db_path=args.db,
             dataset=args.dataset,
             source_options={"base_url": simulator.base_url, "api_key": simulator.api_key},
-            on_progress=_print_progress,
+            on_progress=print_progress,
             started_at=args.started_at,
+            destination=args.destination,
         )
     if not foreign_executions:
-        mark_demo_file(args.db, args.dataset)
-    _print_summary(summary)
+        target.mark_demo()
+    print_summary(summary)
     print()
-    print(terminal_report(args.db, args.dataset))
+    print(terminal_report(args.db, args.dataset, args.destination))
     return summary.exit_code
-
-
-def _is_dlt_step_failure(exc: BaseException) -> bool:
-    """A failure inside one of dlt's steps (extract, normalise, load)? dlt is imported already
-    if the error came from it."""
-    dlt_exceptions = sys.modules.get("dlt.pipeline.exceptions")
-    return dlt_exceptions is not None and isinstance(exc, dlt_exceptions.PipelineStepFailed)
-
-
-def dlt_failure_message(exc: BaseException) -> str:
-    """One line for a failure inside dlt; promises a resume only when a load is pending."""
-    step = getattr(exc, "step", "?")
-    cause = exc.__cause__ or exc
-    first_line = str(cause).splitlines()[0] if str(cause) else ""
-    message = f"dlt failed in its {step} step: {type(cause).__name__}: {first_line}."
-    message += " Run again with -v for details"
-    if getattr(exc, "has_pending_load", False):
-        message += "; what was fetched is kept and loaded by the next run"
-    return message
-
-
-class _JsonHintNoise(logging.Filter):
-    """Drops dlt's warning that our JSON column hints differ from the Arrow string type.
-
-    JSON columns travel as Arrow strings holding JSON text and the `json` hint is how dlt is
-    told to create them as JSON columns: the difference is the point, not a problem.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "several column hints were different" not in record.getMessage()
-
-
-def _install_log_filters() -> None:
-    dlt_logger = logging.getLogger("dlt")
-    if not any(isinstance(f, _JsonHintNoise) for f in dlt_logger.filters):
-        dlt_logger.addFilter(_JsonHintNoise())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -575,25 +459,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    _install_log_filters()
+    install_log_filters()
     try:
         return int(args.handler(args) or EXIT_OK)
     except AuthError as exc:
-        _err(f"authentication failed, nothing was loaded: {exc}")
+        err(f"authentication failed, nothing was loaded: {exc}")
     except LockedError as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_LOCKED
     except (ConfigError, EachlabsError) as exc:
-        _err(str(exc))
+        err(str(exc))
     except ViewError as exc:
         kept = "the tables are unchanged" if args.command == "views" else "loaded data is kept"
-        _err(f"applying the SQL views failed ({kept}): {exc}")
+        err(f"applying the SQL views failed ({kept}): {exc}")
     except Exception as exc:
-        if args.verbose or not _is_dlt_step_failure(exc):
+        if args.verbose or not is_dlt_step_failure(exc):
             raise
-        _err(dlt_failure_message(exc))
+        err(dlt_failure_message(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (dlt_run.Terminated): 143
-        _err(
+        err(
             "interrupted; run the same command again to finish the load (the chunks "
             "committed so far are kept and not fetched again)"
         )

@@ -4,6 +4,8 @@
 (`notebooks/model_performance.ipynb`) follows papermill's convention: a cell tagged
 `parameters` holds the defaults, and the values given here go into a cell tagged
 `injected-parameters` right after it, so `papermill -p db_path FILE` works the same way.
+The destination is a parameter too (`destination`); PostgreSQL's credentials never are: the
+kernel gets the ones this process resolved in its environment, as dlt reads them.
 Every figure the notebook shows carries its name in the output's metadata (`figure`), which
 is how the PNGs get their file names.
 """
@@ -11,6 +13,7 @@ is how the PNGs get their file names.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -39,8 +42,12 @@ FIGURES = (
     "daily_cost",
 )
 
-#: The notebook's parameters besides `db_path` and `dataset` (its cell tagged `parameters`).
+#: The notebook's parameters besides `destination`, `db_path` and `dataset` (its cell tagged
+#: `parameters`).
 PARAMETERS = ("start_date", "end_date", "models", "top_n")
+
+#: dlt's environment variable of the PostgreSQL destination's credentials.
+CREDENTIALS_ENV = "DESTINATION__POSTGRES__CREDENTIALS"
 
 REPORT_EXTRA_HINT = (
     "the notebook report needs the `report` extra: run `make report`, or "
@@ -150,10 +157,12 @@ def execute_notebook(
     notebook_path: Path = NOTEBOOK_PATH,
     timeout_s: int = 600,
     on_progress: Callable[[str], None] | None = None,
+    kernel_env: dict[str, str] | None = None,
 ) -> Any:
     """Run the notebook with `parameters` in a fresh kernel; returns the executed notebook.
 
     `on_progress` gets one line as the kernel starts and one per section of the notebook.
+    `kernel_env` is the kernel's whole environment (default: this process's).
 
     Raises:
         NotebookError: the report extra is missing, or a cell raised (the message names the
@@ -188,7 +197,9 @@ def execute_notebook(
     try:
         # The kernel's own log lines (e.g. ipykernel's note that it talks TCP on loopback)
         # are not the report's business; errors in cells come back through the client.
-        client.execute(stderr=subprocess.DEVNULL)
+        client.execute(
+            stderr=subprocess.DEVNULL, **({} if kernel_env is None else {"env": kernel_env})
+        )
     except CellExecutionError as exc:
         raise NotebookError(
             f"the notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}"
@@ -215,32 +226,52 @@ def notebook_to_html(notebook: Any) -> str:
     return str(soup)
 
 
+def postgres_kernel_env(dataset: str) -> dict[str, str]:
+    """This process's environment plus the PostgreSQL credentials it resolved (from its
+    environment or .dlt/secrets.toml), in dlt's environment form: the kernel reads the same
+    database even though it runs in the notebook's folder, and the password is never a
+    parameter (so never in the executed notebook or the page)."""
+    from pipelines.targets.postgres import PostgresTarget
+
+    credentials = PostgresTarget(dataset).credentials()
+    return {**os.environ, CREDENTIALS_ENV: credentials.to_native_representation()}
+
+
 def render_report(
     db_path: Path,
     dataset: str,
     out_dir: Path,
     parameters: dict[str, Any] | None = None,
     on_progress: Callable[[str], None] | None = None,
+    destination: str = "duckdb",
 ) -> ReportFiles:
-    """Execute the notebook on `db_path` and write HTML, the executed notebook and PNGs.
+    """Execute the notebook on the views and write HTML, the executed notebook and PNGs.
 
     Args:
-        db_path: DuckDB file with the views applied.
+        db_path: DuckDB file with the views applied (unused for PostgreSQL).
         dataset: schema of the views.
         out_dir: folder for `model_performance.html`, `model_performance.ipynb` and one
             `<figure>.png` per figure (created if missing).
         parameters: other notebook parameters (`start_date`, `end_date`, `models`, `top_n`).
         on_progress: gets a line as each part of the work starts (kernel, sections, files).
+        destination: `duckdb` (the file `db_path`) or `postgres` (dlt's credentials).
 
     Raises:
-        ConfigError: the file or its views are missing (checked before any kernel starts).
+        ConfigError: the file, the database or its views are missing (checked before any
+            kernel starts).
         NotebookError: see `execute_notebook`, or a figure of `FIGURES` is missing.
     """
-    read_frames(db_path, dataset, {})  # one clear line for a missing file or missing views
+    # One clear line for a missing file, database, credentials or views.
+    read_frames(db_path, dataset, {}, destination=destination)
     parameters = check_parameters(parameters or {})
+    source: dict[str, Any] = {"destination": destination, "dataset": dataset}
+    kernel_env = None
+    if destination == "duckdb":
+        source["db_path"] = str(Path(db_path).resolve())
+    else:
+        kernel_env = postgres_kernel_env(dataset)
     notebook = execute_notebook(
-        {"db_path": str(Path(db_path).resolve()), "dataset": dataset, **parameters},
-        on_progress=on_progress,
+        {**source, **parameters}, on_progress=on_progress, kernel_env=kernel_env
     )
     figures = figure_outputs(notebook)
     missing = [name for name in FIGURES if name not in figures]

@@ -1,10 +1,17 @@
 """Model performance reports over the views: the tables `eachlabs-pipeline report` prints.
 
 Every figure comes from the SQL views (see `sql/`); nothing here recomputes a metric. The
-DuckDB file is opened read-only and closed as soon as the frames are read, so a report never
-blocks a scheduled load for longer than its queries take (DuckDB allows one writer and no
-reader beside it). The notebook `notebooks/model_performance.ipynb` reads its data the same
-way, through `read_frames`, and starts with the same two tables.
+views are read from either destination (`--destination`) by the same queries: a DuckDB file
+opened read-only, or a PostgreSQL schema in one read-only transaction. The connection is
+closed as soon as the frames are read, so a report never blocks a scheduled load for longer
+than its queries take (DuckDB allows one writer and no reader beside it; PostgreSQL readers
+block no load, only a change of the views' definitions, and not for long). The notebook
+`notebooks/model_performance.ipynb` reads its data the same way, through `read_frames`, and
+starts with the same two tables.
+
+The same data gives the same figures on both: text is ordered byte by byte (`collate "C"`,
+the same in both dialects, not the PostgreSQL database's locale), and PostgreSQL's rows become
+DataFrames the way DuckDB makes them (`_postgres_frame`), timestamps in UTC on both.
 
 Like the reporting views, the report leaves dry runs and soft-deleted executions out of every
 figure (`REPORTED_CONDITION`) and says how many it left out; it names a workflow by its
@@ -17,24 +24,15 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from pipelines.eachlabs.errors import ConfigError
-
-#: The views a report reads; a file without one of them was loaded before it existed.
-REPORT_VIEWS = (
-    "execution_runs",
-    "step_runs",
-    "model_daily_performance",
-    "model_error_causes",
-    "model_failure_rates",
-    "model_recent_changes",
-    "step_latency_by_model",
-    "step_latency_by_model_version",
-    "workflow_performance",
-    "workflow_cost_daily",
-    "workflow_version_cost",
+from pipelines.report_sources import (
+    REPORT_VIEWS,
+    describe_source,
+    literal,
+    open_views,
+    quote,
 )
 
 #: Which rows of the base views (`execution_runs`, `step_runs`) the report counts: as in every
@@ -66,9 +64,9 @@ HEADLINE_SQL = """
         and f.model is not distinct from l.model
     order by
         case when f.step_type = 'model' then 0 else 1 end,
-        f.step_type nulls last,
+        f.step_type collate "C" nulls last,
         l.p50_seconds desc nulls last,
-        f.model
+        f.model collate "C"
 """
 
 #: Every row of model_recent_changes, flagged ones first, then models before other steps.
@@ -78,8 +76,8 @@ RECENT_CHANGES_SQL = """
     order by
         case when latency_regressed or failures_regressed then 0 else 1 end,
         case when step_type = 'model' then 0 else 1 end,
-        step_type nulls last,
-        model
+        step_type collate "C" nulls last,
+        model collate "C"
 """
 
 #: How many executions the report leaves out (dry runs, soft-deleted), from execution_runs.
@@ -122,7 +120,7 @@ WORKFLOW_COST_SQL = """
             cast(sum(executions) as bigint) as executions,
             cast(sum(executions_with_cost) as bigint) as executions_with_cost,
             -- In a fixed order, as in the views: the same last bits on every load.
-            sum(total_cost order by version_id nulls last) as total_cost,
+            sum(total_cost order by version_id collate "C" nulls last) as total_cost,
             cast(sum(completed_executions) as bigint) as completed_executions
         from versions
         group by
@@ -145,7 +143,7 @@ WORKFLOW_COST_SQL = """
     order by
         total_cost desc nulls last,
         executions desc,
-        workflow_id
+        workflow_id collate "C"
 """
 
 #: Rows of the terminal report's cost table.
@@ -154,71 +152,59 @@ TERMINAL_COST_ROWS = 10
 _LOW_SAMPLE_NOTE = "*: fewer than 30 finished steps, read the rate as anecdotal."
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def read_frames(
     db_path: Path | str,
     dataset: str,
     queries: Mapping[str, str],
     views: Sequence[str] = REPORT_VIEWS,
+    destination: str = "duckdb",
 ) -> dict[str, pd.DataFrame]:
-    """Run each query on a read-only connection, closed before returning.
+    """Run each query read-only on the destination, the connection closed before returning.
+
+    The same queries and the same figures on either destination; only where the rows come
+    from differs: a DuckDB file opened read-only, or a PostgreSQL database (dlt's credentials,
+    as `load --destination postgres` uses them) in one read-only transaction, its rows turned
+    into DataFrames the way DuckDB makes them. Both give timestamps in UTC.
 
     Args:
-        db_path: the DuckDB file written by `eachlabs-pipeline load` (or `demo`).
+        db_path: the DuckDB file written by `eachlabs-pipeline load` (or `demo`); unused for
+            PostgreSQL.
         dataset: schema of the views.
         queries: name -> SQL; `{schema}` in the SQL is replaced by the quoted dataset name.
         views: views that must exist in the schema before anything is read.
+        destination: `duckdb` or `postgres` (`pipelines.targets.DESTINATIONS`).
 
     Returns:
         name -> DataFrame, in the order of `queries`.
 
     Raises:
-        ConfigError: the file is missing, is not a DuckDB file, is locked by a writer, or
-            lacks some of `views`; the message says what to do.
+        ConfigError: the file is missing, is not a DuckDB file, is locked by a writer; the
+            PostgreSQL credentials are missing or the server cannot be reached; or the schema
+            lacks some of `views`. The message says what to do and never holds the password.
     """
-    path = Path(db_path)
-    if not path.is_file():
-        raise ConfigError(
-            f"no DuckDB file at {path}: run `make demo` or `eachlabs-pipeline load --db {path}` "
-            "first"
+    with open_views(destination, db_path, dataset) as source:
+        present = set(
+            source.frame(
+                "select table_name from information_schema.tables where table_schema = "
+                f"{literal(dataset)} and table_type = 'VIEW'"
+            )["table_name"]
         )
-    try:
-        connection = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(
-            f"cannot open {path} read-only ({first_line}); if a load is writing to it, "
-            "try again when it has finished"
-        ) from None
-    try:
-        present = {
-            name
-            for (name,) in connection.execute(
-                "select table_name from information_schema.tables "
-                "where table_schema = ? and table_type = 'VIEW'",
-                [dataset],
-            ).fetchall()
-        }
         missing = [view for view in views if view not in present]
         if missing:
             raise ConfigError(
-                f"{path} lacks the views {', '.join(missing)} in schema {dataset!r}: run "
-                f"`eachlabs-pipeline views --db {path} --dataset {dataset}` (or load into it "
-                "first)"
+                f"{source.where} lacks the views {', '.join(missing)} in schema {dataset!r}: "
+                f"run `eachlabs-pipeline views {source.flags} --dataset {dataset}` (or load "
+                "into it first)"
             )
-        schema = _quote(dataset)
+        schema = quote(dataset)
         return {
-            name: connection.execute(sql.replace("{schema}", schema)).df()
-            for name, sql in queries.items()
+            name: source.frame(sql.replace("{schema}", schema)) for name, sql in queries.items()
         }
-    finally:
-        connection.close()
 
 
-def read_report(db_path: Path | str, dataset: str) -> dict[str, pd.DataFrame]:
+def read_report(
+    db_path: Path | str, dataset: str, destination: str = "duckdb"
+) -> dict[str, pd.DataFrame]:
     """The headline table, the recent changes, what was left out and the cost per workflow,
     as `read_frames` reads them."""
     return read_frames(
@@ -230,6 +216,7 @@ def read_report(db_path: Path | str, dataset: str) -> dict[str, pd.DataFrame]:
             "left_out": LEFT_OUT_SQL,
             "workflow_cost": WORKFLOW_COST_SQL,
         },
+        destination=destination,
     )
 
 
@@ -400,14 +387,16 @@ def format_recent_changes(recent: pd.DataFrame) -> str:
     return f"{window}:\n" + pd.DataFrame(rows).to_string(index=False)
 
 
-def terminal_report(db_path: Path | str, dataset: str) -> str:
+def terminal_report(db_path: Path | str, dataset: str, destination: str = "duckdb") -> str:
     """What `eachlabs-pipeline report` prints: the headline table, the cost per workflow, then
-    what got worse."""
-    frames = read_report(db_path, dataset)
+    what got worse; the same text from either destination but for the first line, which
+    names where the views were read."""
+    frames = read_report(db_path, dataset, destination)
     workflow_cost = frames["workflow_cost"]
+    where = describe_source(destination, db_path, dataset)
     return "\n".join(
         [
-            f"Model performance (views in schema {dataset} of {db_path}):",
+            f"Model performance (views in schema {dataset} of {where}):",
             format_headline(frames["headline"]),
             "Failure = failed / (completed + failed) steps, with its 95% Wilson interval; "
             "latency percentiles over the timed (completed) steps.",

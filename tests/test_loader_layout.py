@@ -80,6 +80,6 @@ def test_importing_the_source_installs_no_log_filter_the_cli_does() -> None:
     record = logging.LogRecord(
         "dlt", logging.WARNING, "", 0, "several column hints were different", (), None
     )
-    from pipelines.cli import _JsonHintNoise
+    from pipelines.cli_io import JsonHintNoise as _JsonHintNoise
 
     assert not _JsonHintNoise().filter(record)

@@ -148,3 +148,25 @@ def test_the_loader_indexes_the_keys_and_a_merge_uses_them(
     ), strict=True)  # fmt: skip
     assert any("Index" in line and "step_outputs" in line for line in plan), plan
     assert not any("Seq Scan on step_outputs" in line for line in plan), plan
+
+
+def test_the_demo_on_postgresql_prints_the_duckdb_demos_report(
+    demo_run, workspace: Workspace, postgres_db: PostgresDb
+) -> None:
+    pg = Destination("postgres", workspace, *postgres_db)
+    demo = ["demo", "--db", str(workspace.db_path), "--destination", "postgres"]
+
+    first = workspace.run(*demo, env=pg.env())
+    again = workspace.run(*demo, env=pg.env())
+
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr  # its own demo data: no --force needed
+
+    def report(stdout: str) -> list[str]:
+        lines = stdout.split("\n\n", 1)[1].splitlines()  # after the summary
+        return lines[1:]  # the first line names where the views were read
+
+    assert len(report(demo_run.result.stdout)) > 10
+    assert report(first.stdout) == report(demo_run.result.stdout)
+    assert report(again.stdout) == report(demo_run.result.stdout)
+    assert pg.query("select count(*) from eachlabs.executions") == [(1000,)]

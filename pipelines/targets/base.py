@@ -119,6 +119,15 @@ class Target(ABC):
         LockedError), its connection and settings. On an error inside, storage this run
         created and left without a row is removed again."""
 
+    @abstractmethod
+    def foreign_executions(self) -> int:
+        """How many executions the target holds that no demo wrote (`demo` refuses to mix
+        generated executions into them without --force)."""
+
+    @abstractmethod
+    def mark_demo(self) -> None:
+        """Record that a demo filled the tables (see `foreign_executions`)."""
+
     def views_session(self) -> AbstractContextManager[Session]:
         """Hold the target to re-apply the views alone (`eachlabs-pipeline views`)."""
         return self.session(0.0)

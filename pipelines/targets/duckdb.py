@@ -20,10 +20,12 @@ from pipelines.lock import load_lock
 from pipelines.target import (
     LARGE_VALUE_BYTES,
     Checkpoints,
+    check_demo_target,
     check_target,
     chunk_memory_mb,
     connect_duckdb,
     holds_no_rows,
+    mark_demo_file,
     remove_database,
     set_memory_limit,
     writer_settings,
@@ -108,6 +110,12 @@ class DuckDbTarget(Target):
 
     def describe(self) -> str:
         return f"the DuckDB file {self.db_path}"
+
+    def foreign_executions(self) -> int:
+        return check_demo_target(self.db_path, self.dataset, allow_existing=True)
+
+    def mark_demo(self) -> None:
+        mark_demo_file(self.db_path, self.dataset)
 
     def pipeline_name(self) -> str:
         from pipelines.dlt_run import pipeline_name_for

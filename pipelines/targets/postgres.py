@@ -146,6 +146,34 @@ class PostgresTarget(Target):
             f"{credentials.port}, schema {self.dataset}"
         )
 
+    def foreign_executions(self) -> int:
+        from pipelines.target import DEMO_MARK
+
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("select to_regclass(%s)", [f'"{self.dataset}".executions'])
+                (table,) = cursor.fetchone()
+                if table is None:
+                    return 0
+                cursor.execute("select obj_description(%s::regclass, 'pg_class')", [table])
+                if cursor.fetchone()[0] == DEMO_MARK:
+                    return 0
+                cursor.execute(f'select count(*) from "{self.dataset}".executions')
+                return int(cursor.fetchone()[0])
+        finally:
+            connection.close()
+
+    def mark_demo(self) -> None:
+        from pipelines.target import DEMO_MARK
+
+        connection = self.connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"comment on table \"{self.dataset}\".executions is '{DEMO_MARK}'")
+        finally:
+            connection.close()
+
     def pipeline_name(self) -> str:
         credentials = self.credentials()
         where = f"{credentials.host}:{credentials.port}/{credentials.database}"
