@@ -170,3 +170,22 @@ def test_the_demo_on_postgresql_prints_the_duckdb_demos_report(
     assert report(first.stdout) == report(demo_run.result.stdout)
     assert report(again.stdout) == report(demo_run.result.stdout)
     assert pg.query("select count(*) from eachlabs.executions") == [(1000,)]
+
+
+def test_the_password_shows_nowhere_even_verbose_or_wrong(
+    bodies_file: Path, workspace: Workspace, postgres_db: PostgresDb
+) -> None:
+    pg = Destination("postgres", workspace, *postgres_db)
+    password = postgres_db.server.password
+    verbose = workspace.run(
+        "-v", "load", "--from-jsonl", str(bodies_file), *pg.args(), env=pg.env()
+    )
+    wrong = {name: value.replace(password, password + "-wrong") for name, value in pg.env().items()}
+    refused = workspace.run("load", "--from-jsonl", str(bodies_file), *pg.args(), env=wrong)
+    missing = workspace.run("load", "--from-jsonl", str(bodies_file), *pg.args())
+
+    assert verbose.returncode == 2, verbose.stderr
+    assert refused.returncode == 1 and "cannot connect to PostgreSQL database" in refused.stderr
+    assert missing.returncode == 1 and "DESTINATION__POSTGRES__CREDENTIALS" in missing.stderr
+    for result in (verbose, refused, missing):
+        assert password not in result.stdout + result.stderr
