@@ -1,6 +1,6 @@
 """`make bench`: every performance figure of docs/performance.md, side by side in one run.
 
-Prints one table and writes the figures as JSON. Eight measurements:
+Prints one table and writes the figures as JSON. Ten measurements:
 
 1. fetch: N IDs from a simulator process at a fixed latency. Ours (`run_load`: first request
    to last row committed, and the whole call) against dlt's own `rest_api` source configured
@@ -63,6 +63,7 @@ from files_bench import measure_in_process as measure_files_in_process  # noqa: 
 from load_bench import BASELINE_SQL, batches  # noqa: E402
 from memory_bench import PEAK_RSS_WRAPPER  # noqa: E402
 from memory_bench import measure as measure_big_load  # noqa: E402
+from postgres_bench import measure as measure_postgres_load  # noqa: E402
 from simulator_bench import running_simulator  # noqa: E402
 from views_bench import build_database, time_views  # noqa: E402
 from webhook_bench import measure as measure_webhook_run  # noqa: E402
@@ -96,6 +97,7 @@ class Sizes:
     webhook_senders: int = 16
     files_executions: int = 10_000
     files_runs: int = 3
+    postgres_executions: int = 50_000
 
 
 TINY = Sizes(
@@ -103,7 +105,7 @@ TINY = Sizes(
     normalise_executions=200, dict_executions=50, incremental_executions=200,
     rss_executions=(100, 300), views_steps=((1_000, 3_000),), views_repeat=1,
     big_payloads=(4, 2), startup_runs=2, simulator_executions=1_000, webhook_bodies=200,
-    files_executions=100, files_runs=1,
+    files_executions=100, files_runs=1, postgres_executions=200,
 )  # fmt: skip
 
 
@@ -623,6 +625,57 @@ def measure_files(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
                   "cli_ratio": outer_ratio}  # fmt: skip
 
 
+# --- 10. PostgreSQL ----------------------------------------------------------------------
+
+
+def measure_postgres(sizes: Sizes, work: Path) -> tuple[list[Row], dict]:
+    n = sizes.postgres_executions
+    log(f"postgres: {n:,} executions, three ways, against COPY")
+    figures = measure_postgres_load(n, work)
+    floor = figures["floor"]
+    log("  " + ", ".join(f"{name} {figures[name]['s']:.1f} s" for name in
+                         ("dlt_choice", "insert_values", "tuned", "floor")))  # fmt: skip
+
+    def load_row(name: str, what: str, target: str = "") -> Row:
+        load, steps = figures[name], figures[name]["steps_s"]
+        return Row(
+            "10 postgres", what,
+            f"{load['s']:.2f} s = {load['rows_per_s']:,.0f} rows/s = "
+            f"{load['floor_ratio']:.1f}x the floor", target,
+            f"steps: extract {steps['extract']:.1f} s, normalize {steps['normalize']:.1f} s, "
+            f"load {steps['load']:.1f} s = {load['load_step_floor_ratio']:.1f}x the floor",
+        )  # fmt: skip
+
+    formats = sorted({f for found in figures["dlt_choice"]["formats"].values() for f in found})
+    edge = figures["empty_strings"]
+    kept = sum(edge["insert_values"].values())
+    lost = kept - sum(edge["dlt_choice"].values())
+    slowest = max(figures["views"], key=lambda name: figures["views"][name]["best_s"])
+    views_total = sum(view["best_s"] for view in figures["views"].values())
+    unanalysed = sum(view["best_s"] for view in figures["views_unanalysed"].values())
+    rows = [
+        load_row("insert_values", f"run_load into PostgreSQL, {n:,} executions "
+                 f"({figures['total_rows']:,} rows), insert_values (the product's format)",
+                 "<= 2x the floor"),
+        load_row("dlt_choice", f"same, dlt's own format ({'/'.join(formats)}): loses empty "
+                 "strings"),
+        load_row("tuned", "same, dlt's format, load files uncompressed, 3 load workers"),
+        Row("10 postgres", "plain COPY of the same rows (floor)",
+            f"{floor['s']:.2f} s = {floor['rows_per_s']:,.0f} rows/s", "",
+            f"COPY FROM STDIN into empty copies of the 4 tables, {floor['mb']:.0f} MB, "
+            f"best of {floor['runs']}; PostgreSQL {figures['server_version'].split()[0]}"),
+        Row("10 postgres", "dlt's format vs insert_values, row by row",
+            f"{sum(figures['compare']['differing_rows'].values())} rows differ", "0",
+            f"columns {figures['compare']['columns_by_type']}; edge bodies: "
+            f"{lost} of {kept} empty strings turned NULL by dlt's format"),
+        Row("10 postgres", f"every view read in full on {n:,} executions",
+            f"{views_total:.2f} s in all", "",
+            f"tables analysed (before ANALYZE: {unanalysed:.2f} s); slowest {slowest} "
+            f"{figures['views'][slowest]['best_s']:.2f} s; best of 2"),
+    ]  # fmt: skip
+    return rows, figures
+
+
 SECTIONS = {
     "fetch": measure_fetch,
     "normalise_load": measure_normalise,
@@ -633,6 +686,7 @@ SECTIONS = {
     "startup": measure_startup,
     "webhook": measure_webhook,
     "files": measure_files,
+    "postgres": measure_postgres,
 }
 
 

@@ -130,10 +130,11 @@ def dlt_settings() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def run_pipeline(pipeline: dlt.Pipeline, source: Any) -> Any:
-    """Run dlt, surfacing our own errors (e.g. AuthError) from dlt's wrapping exception."""
+def run_pipeline(pipeline: dlt.Pipeline, source: Any, **run_options: Any) -> Any:
+    """Run dlt, surfacing our own errors (e.g. AuthError) from dlt's wrapping exception.
+    `run_options` go to `pipeline.run` (e.g. `loader_file_format`)."""
     try:
-        return pipeline.run(source)
+        return pipeline.run(source, **run_options)
     except PipelineStepFailed as exc:
         cause = _own_cause(exc)
         if cause is not None:

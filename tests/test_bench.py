@@ -81,6 +81,17 @@ def _files(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
     assert figures["cli_ratio"] == figures["cli"]["api_s"] / figures["cli"]["files_s"]
 
 
+def _postgres(figures: dict[str, Any], sizes: dict[str, Any]) -> None:
+    loaded = figures["dlt_choice"]["rows"]
+    assert loaded["executions"] == figures["executions"] == sizes["postgres_executions"]
+    assert figures["insert_values"]["rows"] == figures["floor"]["rows"] == loaded
+    assert {"insert_values"} < set(figures["insert_values"]["formats"]["executions"])
+    assert figures["compare"]["columns_by_type"]["jsonb"] > 0
+    assert figures["empty_strings"]["insert_values"]  # the edge bodies' empty strings, kept
+    assert set(figures["views"]) >= {"step_runs", "model_daily_performance"}
+    assert figures["views"]["execution_runs"]["rows"] == loaded["executions"]
+
+
 #: section -> (its label in the table, the checks of its figures)
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], None]]] = {
     "fetch": ("1 fetch", _fetch),
@@ -92,6 +103,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any], dict[str, Any]], None]]
     "startup": ("7 start-up", _startup),
     "webhook": ("8 webhook", _webhook),
     "files": ("9 files", _files),
+    "postgres": ("10 postgres", _postgres),
 }
 
 

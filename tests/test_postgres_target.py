@@ -189,3 +189,30 @@ def test_the_password_shows_nowhere_even_verbose_or_wrong(
     assert missing.returncode == 1 and "DESTINATION__POSTGRES__CREDENTIALS" in missing.stderr
     for result in (verbose, refused, missing):
         assert password not in result.stdout + result.stderr
+
+
+def test_empty_strings_stay_empty_strings_on_both_destinations(
+    destination: Destination, tmp_path: Path
+) -> None:
+    """dlt's CSV `COPY` into PostgreSQL would load them as NULL (FORCE_NULL on every nullable
+    column): PostgreSQL loads go as INSERTs, which keep every value."""
+    import json
+
+    from payloads import one_step_execution
+
+    body = one_step_execution("empty", status="failed", error="", error_cause="", output="")
+    body["step_outputs"]["s1"]["output"] = ""
+    body["step_outputs"]["s1"]["metadata"]["params"] = {"empty": ""}
+    path = tmp_path / "empty.jsonl"
+    path.write_text(json.dumps(body) + "\n")
+    result = destination.workspace.run(
+        "load", "--db", str(destination.workspace.db_path), "--from-jsonl", str(path),
+        *destination.args(), env=destination.env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert destination.query(
+        "select error, error_cause, output->>'$' is null from eachlabs.executions"
+        if destination.name == "duckdb"
+        else "select error, error_cause, output #>> '{}' is null from eachlabs.executions"
+    ) == [("", "", False)]
+    assert destination.query("select param_type from eachlabs.step_params") == [("string",)]
