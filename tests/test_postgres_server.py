@@ -146,10 +146,10 @@ def test_a_server_whose_test_process_dies_stops_too(tmp_path: Path) -> None:
     )  # fmt: skip
     pid, folder = completed.stdout.split()
     try:
-        deadline = time.monotonic() + 60
-        while _is_running(int(pid)) and time.monotonic() < deadline:
+        # The server gets SIGQUIT from the kernel as its parent dies: wait for its end (no
+        # clock read; pytest's per-test timeout bounds the wait if it never comes).
+        while _is_running(int(pid)):
             time.sleep(0.05)
-        assert not _is_running(int(pid)), completed.stderr
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # a killed test process cannot remove it
 

@@ -12,12 +12,18 @@ import logging
 import os
 import re
 import socket
-import time
 from pathlib import Path
 
 import pytest
 import requests
-from webhook_fixtures import TOKEN, expected_line, running_receiver, spool_files, spool_lines
+from webhook_fixtures import (
+    TOKEN,
+    expected_line,
+    running_receiver,
+    spool_files,
+    spool_lines,
+    wait_until,
+)
 
 from pipelines.webhook.spool import Spool, SpoolBusyError
 
@@ -179,10 +185,8 @@ def test_files_rotate_by_size_and_close_on_stop(tmp_path: Path) -> None:
 
 
 def _wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + 60  # generous: waits for an event, never asserts speed
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.01)
+    """Wait until `what` happened (see `webhook_fixtures.wait_until`)."""
+    wait_until(condition)
 
 
 def test_files_rotate_by_age_and_a_new_file_starts_with_the_next_body(tmp_path: Path) -> None:

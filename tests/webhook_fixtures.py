@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -284,3 +285,11 @@ def kill_and_resend(
 def spool_files(spool: Path, suffix: str) -> list[str]:
     """Names of the files directly in `spool` ending with `suffix`, sorted."""
     return sorted(name for name in os.listdir(spool) if name.endswith(suffix))
+
+
+def wait_until(condition: Callable[[], Any]) -> None:
+    """Poll `condition` until it holds: a wait on an event the test cannot be told of
+    directly (a file closed, a port closed). No clock is read: if it never comes, pytest's
+    per-test timeout (300 s) fails the test with this frame in the traceback."""
+    while not condition():
+        time.sleep(0.01)
