@@ -33,7 +33,7 @@ from pipelines.eachlabs.settings import (
 from pipelines.selection import Listed, list_workflows, new_marks
 from pipelines.stored import (
     store_listing_marks,
-    stored_final_ids,
+    stored_states,
     stored_summaries,
 )
 from pipelines.summary import LoadSummary
@@ -243,7 +243,9 @@ def _plan(
     read = [] if inputs.verify else from_files
     fetched = set(by_id) | listed.ids
     read = [i for i in read if i not in fetched]  # fetched from the API instead
-    final = stored_final_ids(db, dataset) if by_id or read else set()
+    # Only the run's own IDs are looked up (one query), never every final ID of the dataset.
+    states = stored_states(db, dataset, [*by_id, *read])
+    final = {execution_id for execution_id, state in states.items() if state.is_final}
     fetch_by_id = by_id if refresh_all else [i for i in by_id if i not in final]
     # A body read from a file may be older than the row (a late retry of a delivery): one
     # that is not final never replaces a final row, not even with --refresh-all.

@@ -34,7 +34,7 @@ class StoredState:
     was_listed: bool = False
 
 
-def _tables(db: Db, dataset: str) -> set[str]:
+def table_names(db: Db, dataset: str) -> set[str]:
     rows = db.rows(
         "select table_name from information_schema.tables"
         " where table_catalog = current_database() and table_schema = ?",
@@ -43,7 +43,7 @@ def _tables(db: Db, dataset: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def _columns(db: Db, dataset: str, table: str) -> dict[str, str]:
+def column_nullability(db: Db, dataset: str, table: str) -> dict[str, str]:
     """Each column of `table` and whether it is nullable (`YES` / `NO`)."""
     rows = db.rows(
         "select column_name, is_nullable from information_schema.columns where table_catalog = "
@@ -67,24 +67,12 @@ def _failing(db: Db, dataset: str, tables: set[str]) -> str:
     )
 
 
-def stored_final_ids(db: Db, dataset: str) -> set[str]:
-    """IDs already stored with a terminal status and not failing in the latest run."""
-    tables = _tables(db, dataset)
-    if "executions" not in tables:
-        return set()
-    rows = db.rows(
-        f'select e.execution_id from "{dataset}".executions e '
-        f"where e.status in ({_terminal_list()}) and not {_failing(db, dataset, tables)}"
-    )
-    return {row[0] for row in rows}
-
-
 def stored_states(db: Db, dataset: str, ids: Sequence[str]) -> dict[str, StoredState]:
     """The stored state of those of `ids` that are stored (one query, any number of IDs)."""
-    tables = _tables(db, dataset)
+    tables = table_names(db, dataset)
     if not ids or "executions" not in tables:
         return {}
-    has_summary = set(SUMMARY_TYPES) <= set(_columns(db, dataset, "executions"))
+    has_summary = set(SUMMARY_TYPES) <= set(column_nullability(db, dataset, "executions"))
     updated = db.epoch_us("e.updated_at") if has_summary else "null"
     was_listed = (
         "(" + " or ".join(f"e.{name} is not null" for name in SUMMARY_TYPES) + ")"
@@ -105,9 +93,9 @@ def stored_summaries(db: Db, dataset: str, ids: Sequence[str]) -> dict[str, tupl
     """The summary column values stored for those of `ids` that were ever listed, as
     `summaries.summary_values` gives them (timestamps in epoch microseconds): a load by ID
     carries them over instead of wiping them."""
-    if not ids or "executions" not in _tables(db, dataset):
+    if not ids or "executions" not in table_names(db, dataset):
         return {}
-    if not set(SUMMARY_TYPES) <= set(_columns(db, dataset, "executions")):
+    if not set(SUMMARY_TYPES) <= set(column_nullability(db, dataset, "executions")):
         return {}
     selected = ", ".join(
         db.epoch_us(name) if type_ == TIMESTAMP else f"cast({name} as varchar)"
@@ -126,7 +114,7 @@ def stored_summaries(db: Db, dataset: str, ids: Sequence[str]) -> dict[str, tupl
 def listing_marks(db: Db, dataset: str) -> dict[tuple[str, str], int]:
     """Each listed (workflow_id, bulk_id or '') and its high-water mark of `created_at`
     (epoch microseconds)."""
-    if MARKS_TABLE not in _tables(db, dataset):
+    if MARKS_TABLE not in table_names(db, dataset):
         return {}
     rows = db.rows(
         f"select workflow_id, bulk_id, {db.epoch_us('created_at_mark')} "
@@ -173,7 +161,7 @@ def upgrade_tables(db: Db, dataset: str) -> None:
     - `fetch_errors.execution_id` was NOT NULL; a row about a workflow's listing has none.
     (New columns need nothing: dlt adds them on the first load that carries them.)
     """
-    if _columns(db, dataset, "fetch_errors").get("execution_id") == "NO":
+    if column_nullability(db, dataset, "fetch_errors").get("execution_id") == "NO":
         db.execute(f'alter table "{dataset}".fetch_errors alter column execution_id drop not null')
 
 

@@ -127,7 +127,3 @@ class Target(ABC):
     @abstractmethod
     def mark_demo(self) -> None:
         """Record that a demo filled the tables (see `foreign_executions`)."""
-
-    def views_session(self) -> AbstractContextManager[Session]:
-        """Hold the target to re-apply the views alone (`eachlabs-pipeline views`)."""
-        return self.session(0.0)

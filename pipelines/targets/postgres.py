@@ -260,12 +260,12 @@ def _take_lock(connection: Any, key: tuple[int, int], wait_s: float, where: str)
 
 def create_indexes(db: Db, dataset: str) -> bool:
     """Create the missing indexes of `INDEXES` whose table exists; whether all exist now."""
-    from pipelines.stored import _columns, _tables
+    from pipelines.stored import column_nullability, table_names
 
-    tables = _tables(db, dataset)
+    tables = table_names(db, dataset)
     done = True
     for table, columns in INDEXES:
-        if table not in tables or not set(columns) <= set(_columns(db, dataset, table)):
+        if table not in tables or not set(columns) <= set(column_nullability(db, dataset, table)):
             done = False
             continue
         name = f"{table}_{'_'.join(columns)}_idx"
