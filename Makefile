@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The DuckDB file `make report` reads: `make report DB=eachlabs_data.duckdb` for a real one.
 DB ?= eachlabs_demo.duckdb
 
-.PHONY: install demo report test test-stress check-spec lint format bench clean
+.PHONY: install demo report dagster test test-stress check-spec lint format bench clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ demo: $(STAMP)
 report: $(STAMP)
 	@$(BIN)/eachlabs-pipeline report --destination "$(or $(DESTINATION),duckdb)" --db "$(DB)" \
 		--out reports $(ARGS)
+
+# Dagster's UI (http://127.0.0.1:3000) on pipelines/orchestration/dagster.py, loading from a
+# local simulator with the demo's data set (pipelines/orchestration/dev.py): open Assets and
+# click "Materialize all". Other dagster arguments: make dagster ARGS="-p 3001".
+dagster: $(STAMP)
+	$(BIN)/python -m pipelines.orchestration.dev dev $(ARGS)
 
 # Tests run on 4 pytest-xdist workers (most of a test's time is spent waiting on a server, a
 # DuckDB file or a child process, so 4 overlap well even on 2 cores): `make test WORKERS=1`.
@@ -73,4 +79,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_all.py --json bench/results.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal eachlabs_demo.duckdb.lock
+	rm -rf $(VENV) .pytest_cache .ruff_cache reports eachlabs_demo.duckdb eachlabs_demo.duckdb.wal eachlabs_demo.duckdb.lock \
+		.dagster eachlabs_dagster.duckdb eachlabs_dagster.duckdb.wal eachlabs_dagster.duckdb.lock

@@ -361,14 +361,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
 
 def _cmd_views(args: argparse.Namespace) -> int:
-    from pipelines.targets import make_target
+    from pipelines.load import apply_views
 
-    target = make_target(args.destination, args.db, args.dataset)
-    if args.destination == "duckdb" and not args.db.exists():
-        raise ConfigError(f"no DuckDB file at {args.db}: run `eachlabs-pipeline load` first")
-    with target.session(settings.DEFAULT_LOCK_WAIT_S) as session:
-        names = session.apply_views()
-        session.final()
+    names = apply_views(args.destination, args.db, args.dataset)
     print(f"applied {len(names)} views in schema {args.dataset}: {', '.join(names)}")
     return EXIT_OK
 

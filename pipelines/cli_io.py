@@ -125,17 +125,22 @@ def decode_lines(data: bytes, name: str) -> list[str]:
         raise ConfigError(f"{name} is not UTF-8 text (line {line}); save it as UTF-8") from None
 
 
+def read_id_file(path: Path, name: str) -> list[str]:
+    """The execution IDs in a file, one per line (blank lines and `#` comments skipped);
+    `name` (the flag or setting) starts the error message of an unreadable file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {name} {path}: {exc.strerror}") from None
+    return parse_id_lines(decode_lines(data, f"{name} {path}"))
+
+
 def read_ids(args: argparse.Namespace) -> list[str]:
     ids = list(args.ids)
     if args.ids_file == "-":
         ids.extend(parse_id_lines(decode_lines(sys.stdin.buffer.read(), "stdin")))
     elif args.ids_file:
-        path = Path(args.ids_file)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --ids-file {path}: {exc.strerror}") from None
-        ids.extend(parse_id_lines(decode_lines(data, f"--ids-file {path}")))
+        ids.extend(read_id_file(Path(args.ids_file), "--ids-file"))
     elif not ids and not args.workflows and not args.jsonl and args.spool is None:
         raise ConfigError(
             "no executions given: pass IDs as arguments, --ids-file PATH, --workflow WF, "

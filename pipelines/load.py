@@ -153,6 +153,29 @@ def run_load(
     return summary
 
 
+def apply_views(
+    destination: str,
+    db_path: Path,
+    dataset: str,
+    lock_wait_s: float = settings.DEFAULT_LOCK_WAIT_S,
+) -> list[str]:
+    """Create (or replace) the views of `sql/` on the tables a load wrote, under the load's
+    lock, as every load does at its end; returns their names in the order created.
+
+    Raises:
+        ConfigError: no DuckDB file at `db_path`, or the destination's settings are wrong.
+        LockedError: a load holds the destination past `lock_wait_s`.
+        ViewError: a view failed; the tables are unchanged.
+    """
+    target = make_target(destination, db_path, dataset)
+    if destination == "duckdb" and not db_path.exists():
+        raise ConfigError(f"no DuckDB file at {db_path}: run `eachlabs-pipeline load` first")
+    with target.session(lock_wait_s) as session:
+        names = session.apply_views()
+        session.final()
+    return names
+
+
 @dataclass
 class Inputs:
     """Where a run's executions come from (see `run_load`)."""

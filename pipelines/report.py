@@ -273,7 +273,7 @@ def format_cost(value: object) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _group_label(step_type: object, model: object) -> str:
+def group_label(step_type: object, model: object) -> str:
     if isinstance(model, str):
         return model
     if isinstance(step_type, str):
@@ -299,7 +299,7 @@ def format_headline(headline: pd.DataFrame) -> str:
     """The headline table as text: one line per model (non-model steps last)."""
     rows = [
         {
-            "model": _group_label(row.step_type, row.model),
+            "model": group_label(row.step_type, row.model),
             "finished": int(row.finished_steps),
             "failed": int(row.failed_steps),
             "failure": _percent(row.failure_rate) + ("*" if row.is_low_sample else ""),
@@ -371,7 +371,7 @@ def format_recent_changes(recent: pd.DataFrame) -> str:
         ]
         rows.append(
             {
-                "model": _group_label(row.step_type, row.model),
+                "model": group_label(row.step_type, row.model),
                 "got worse": " + ".join(what),
                 "p95 s before": _seconds(row.earlier_p95_seconds),
                 "p95 s now": _seconds(row.recent_p95_seconds),

@@ -40,6 +40,9 @@ MACROS_FOLDER = "macros"
 DIALECTS = ("duckdb", "postgres")
 
 _VIEW_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_BASE_VIEW_HEAD = re.compile(r"\A--\s*[a-z_][a-z0-9_]*\s*\(base view\)")
+#: The loader's tables, which views read.
+LOADER_TABLES = ("executions", "step_outputs", "step_params", "fetch_errors")
 # Comments and quoted strings are removed before looking for names, so that a header
 # comment mentioning another view does not create a dependency.
 _COMMENTS_AND_STRINGS = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'", re.DOTALL)
@@ -74,12 +77,18 @@ class ViewFile:
         path: the file.
         sql: the `select` statement, without a trailing semicolon.
         dependencies: names of the other views this one reads, sorted.
+        tables: names of the loader's tables this one reads itself (not through other
+            views), sorted.
+        kind: "base" or "reporting", from the file's first line (`-- <name> (base view)`);
+            "reporting" when the line says neither.
     """
 
     name: str
     path: Traversable
     sql: str
     dependencies: tuple[str, ...]
+    tables: tuple[str, ...] = ()
+    kind: str = "reporting"
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,9 @@ def discover_views(sql_dir: Path | Traversable | None = None) -> list[ViewFile]:
         referenced = _referenced_names(sql)
         through_macros = set().union(*(macro_reads[m] for m in referenced & macro_reads.keys()))
         dependencies = tuple(sorted(((referenced & names) | through_macros) - {name}))
-        views.append(ViewFile(name=name, path=path, sql=sql, dependencies=dependencies))
+        tables = tuple(sorted(referenced & set(LOADER_TABLES)))
+        kind = "base" if _BASE_VIEW_HEAD.match(sql) else "reporting"
+        views.append(ViewFile(name, path, sql, dependencies, tables, kind))
     return views
 
 

@@ -89,7 +89,7 @@ def _reload_dlt_context() -> None:
 
 
 @contextlib.contextmanager
-def _isolated_process_state(
+def isolated_process_state(
     root: Path, env: dict[str, str], stdin: str | None
 ) -> Iterator[tuple[io.StringIO, io.StringIO]]:
     """Swap in env, cwd, std streams and a fresh root logger; restore all of them after."""
@@ -127,7 +127,7 @@ def run_main(root: Path, args: Sequence[str], env: dict[str, str], stdin: str | 
     """`eachlabs-pipeline *args` through `pipelines.cli.main` in this process."""
     from pipelines import cli
 
-    with _isolated_process_state(root, env, stdin) as (out, err):
+    with isolated_process_state(root, env, stdin) as (out, err):
         try:
             code: Any = cli.main(list(args))
         except SystemExit as exc:  # argparse: --help, usage errors

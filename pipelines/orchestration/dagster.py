@@ -1,0 +1,245 @@
+"""Dagster definitions of the scheduled load: `dagster dev -m pipelines.orchestration.dagster`.
+
+Assets (all under the key prefix `eachlabs`):
+- the tables `executions`, `step_outputs`, `step_params`, `fetch_errors`: one step that runs
+  the project's load (`job.load`, i.e. `run_load`: chunked commits, the load lock, the
+  incremental selection, the views applied at the end), with the run's counts as metadata;
+- one asset per view of `sql/`, downstream of the tables and views it reads, with its row
+  count and, for a reporting view, a fingerprint of its rows as the data version (a run
+  shows which views changed);
+- `model_performance_report`, the notebook report (`reports/model_performance.html`).
+
+Checks: `fetch_error_share` (blocking: a run with too many failed IDs fails, after its rows
+are committed), `fresh` (the newest execution is recent) and `nothing_got_worse` (a warning
+naming the models that got worse). A job runs the whole graph; a schedule starts it every 15
+minutes (the `cron` setting) unless the previous run is still going.
+
+Why not `dagster-dlt`'s `@dlt_assets`: `DagsterDltResource.run` drops the pipeline's working
+state before every run and loads the whole source in one dlt load, so it would lose the
+chunked commits (an interrupted run keeps what it committed), resuming an interrupted load
+and the load lock; see docs/dagster.md. What to load and where comes from `job.JobSettings`
+(`[orchestration]` in .dlt/config.toml), overridable per run through `LoadConfig` and the
+`eachlabs` resource.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from pipelines.eachlabs.errors import EachlabsError
+from pipelines.orchestration import job
+from pipelines.report_sources import REPORT_VIEWS
+from pipelines.views import LOADER_TABLES, discover_views, order_views
+
+PREFIX = "eachlabs"
+JOB_NAME = "eachlabs_job"
+#: The views of `sql/`, each after the views it reads (the order Dagster needs them in).
+VIEWS = order_views(discover_views())
+
+
+def _key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([PREFIX, name])
+
+
+class LoadConfig(dg.Config):
+    """What this run loads; an unset field takes its `[orchestration]` setting."""
+
+    workflows: list[str] | None = None
+    ids_file: str | None = None
+    spool: str | None = None
+    full_listing: bool = False
+
+
+class EachlabsResource(dg.ConfigurableResource):
+    """Where the tables are; an unset field takes its `[orchestration]` setting."""
+
+    destination: str | None = None
+    db_path: str | None = None
+    dataset: str | None = None
+    report_dir: str | None = None
+
+    def settings(self, **given: Any) -> job.JobSettings:
+        try:
+            return job.resolve_job_settings({**self.model_dump(), **given})
+        except EachlabsError as exc:
+            raise dg.Failure(description=str(exc)) from None
+
+
+def _failing_clearly(run: Any) -> Any:
+    """The project's own errors (settings, lock, API) end the step with their message."""
+    try:
+        return run()
+    except EachlabsError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
+@dg.multi_asset(
+    name="eachlabs_load",
+    specs=[
+        dg.AssetSpec(_key(table), group_name="eachlabs_tables", kinds={"dlt"})
+        for table in LOADER_TABLES
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "fetch_error_share",
+            asset=_key("fetch_errors"),
+            blocking=True,
+            description="At most max_fetch_error_share of the requested IDs failed.",
+        )
+    ],
+)
+def eachlabs_tables(
+    context: dg.AssetExecutionContext, config: LoadConfig, eachlabs: EachlabsResource
+) -> Iterator[Any]:
+    """`eachlabs-pipeline load` with the job's inputs; the tables' rows and the run's counts
+    as metadata, then the fetch_errors check."""
+    settings = eachlabs.settings(**config.model_dump(exclude_defaults=True))
+
+    def progress(report: Any) -> None:
+        context.log.info(f"fetched {report.done} of {report.requested}")
+
+    summary = _failing_clearly(lambda: job.load(settings, on_progress=progress))
+    context.log.info(summary.describe())
+    rows = _failing_clearly(lambda: job.table_rows(settings))
+    figures = job.run_figures(summary)
+    for table in LOADER_TABLES:
+        yield dg.MaterializeResult(
+            asset_key=_key(table), metadata={**figures, "dagster/row_count": rows[table]}
+        )
+    outcome = job.fetch_error_share(summary, rows["fetch_errors"], settings.max_fetch_error_share)
+    yield _check_result(outcome, _key("fetch_errors"), "fetch_error_share")
+
+
+def _check_result(
+    outcome: job.CheckOutcome,
+    asset: dg.AssetKey,
+    name: str | None = None,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    **metadata: dg.MetadataValue,
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=outcome.passed,
+        severity=severity,
+        description=outcome.description,
+        metadata={"summary": outcome.description, **outcome.metadata, **metadata},
+    )
+
+
+@dg.multi_asset(
+    name="eachlabs_views",
+    specs=[
+        dg.AssetSpec(
+            _key(view.name),
+            group_name="eachlabs_views",
+            deps=[_key(name) for name in (*view.tables, *view.dependencies)],
+            kinds={"sql"},
+            skippable=True,
+        )
+        for view in VIEWS
+    ],
+    can_subset=True,
+)
+def eachlabs_views(context: dg.AssetExecutionContext, eachlabs: EachlabsResource) -> Iterator[Any]:
+    """`eachlabs-pipeline views`, then each selected view's rows and fingerprint."""
+    from pipelines.load import apply_views
+
+    settings = eachlabs.settings()
+    names = [key.path[-1] for key in context.selected_asset_keys]
+    _failing_clearly(
+        lambda: apply_views(settings.destination, Path(settings.db_path), settings.dataset)
+    )
+    kinds = {view.name: view.kind for view in VIEWS if view.name in names}
+    states = _failing_clearly(lambda: job.view_states(settings, kinds))
+    for name, (rows, fingerprint) in states.items():
+        if fingerprint is None:  # a base view: a row per execution or step, only counted
+            yield dg.MaterializeResult(asset_key=_key(name), metadata={"dagster/row_count": rows})
+            continue
+        yield dg.MaterializeResult(
+            asset_key=_key(name),
+            metadata={"dagster/row_count": rows, "fingerprint": fingerprint},
+            data_version=dg.DataVersion(fingerprint),
+        )
+
+
+@dg.asset(
+    key=_key("model_performance_report"),
+    group_name="eachlabs_report",
+    deps=[_key(view) for view in REPORT_VIEWS],
+    kinds={"jupyter"},
+)
+def model_performance_report(eachlabs: EachlabsResource) -> dg.MaterializeResult:
+    """The notebook report, `model_performance.html` and one PNG per figure."""
+    settings = eachlabs.settings()
+    html, figures = _failing_clearly(lambda: job.render_report(settings))
+    return dg.MaterializeResult(
+        metadata={"path": dg.MetadataValue.path(str(html.resolve())), "figures": figures}
+    )
+
+
+@dg.asset_check(
+    asset=_key("executions"), name="fresh", description="The newest execution is recent."
+)
+def executions_are_fresh(eachlabs: EachlabsResource) -> dg.AssetCheckResult:
+    settings = eachlabs.settings()
+    return _check_result(_failing_clearly(lambda: job.freshness(settings)), _key("executions"))
+
+
+@dg.asset_check(
+    asset=_key("model_recent_changes"),
+    name="nothing_got_worse",
+    description="No model's p95 latency or failure rate got worse in the last 7 days.",
+)
+def nothing_got_worse(eachlabs: EachlabsResource) -> dg.AssetCheckResult:
+    outcome = _failing_clearly(lambda: job.got_worse(eachlabs.settings()))
+    return _check_result(
+        outcome,
+        _key("model_recent_changes"),
+        severity=dg.AssetCheckSeverity.WARN,
+        models=dg.MetadataValue.json(outcome.metadata["models"]),
+        what_got_worse=dg.MetadataValue.md(f"```\n{outcome.metadata['what_got_worse']}\n```"),
+    )
+
+
+eachlabs_job = dg.define_asset_job(
+    JOB_NAME,
+    selection=dg.AssetSelection.assets(eachlabs_tables, eachlabs_views, model_performance_report),
+    description="Load, apply the views, render the report, run the checks.",
+)
+
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+@dg.schedule(
+    cron_schedule=job.resolve_job_settings().cron, job=eachlabs_job, execution_timezone="UTC"
+)
+def eachlabs_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """Every 15 minutes by default (`cron`); skipped while the last run is still going (the
+    next one would only wait for its lock)."""
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_ACTIVE), limit=1
+    )
+    if running:
+        return dg.SkipReason(f"run {running[0].run_id} of {JOB_NAME} is still going")
+    return dg.RunRequest()
+
+
+defs = dg.Definitions(
+    assets=[eachlabs_tables, eachlabs_views, model_performance_report],
+    asset_checks=[executions_are_fresh, nothing_got_worse],
+    jobs=[eachlabs_job],
+    schedules=[eachlabs_schedule],
+    resources={"eachlabs": EachlabsResource()},
+    # One step at a time in the run's own process: a DuckDB file takes one writer and no
+    # reader beside it, so a check reading it while the views step writes it would fail, and a
+    # process per step would only add seconds of imports (the load runs its own threads).
+    executor=dg.in_process_executor,
+)

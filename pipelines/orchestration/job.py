@@ -1,0 +1,300 @@
+"""The scheduled job, without an orchestrator: its settings and what a run reports.
+
+A scheduled run loads what the settings of the `[orchestration]` section name (workflows to
+list, a file of IDs, a webhook spool) through `pipelines.load.run_load`, the load path of
+`eachlabs-pipeline load` (chunked commits, the load lock, the incremental selection, the views
+applied at the end), then reads back what the orchestrator shows: each table's rows, the
+share of failed IDs, how fresh the newest execution is, which models got worse and a
+fingerprint of each view. `pipelines.orchestration.dagster` maps these onto assets and
+checks; it holds no load logic of its own.
+
+Settings are read the way dlt reads every other setting: values given for one run (Dagster's
+run config) over environment variables (`ORCHESTRATION__WORKFLOWS='["wf_a", "wf_b"]'`,
+`ORCHESTRATION__CRON`, ...) over `.dlt/config.toml`'s `[orchestration]` over the defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dlt.common.configuration import configspec, resolve_configuration
+from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.configuration.specs import BaseConfiguration
+
+from pipelines.eachlabs import FetchReport
+from pipelines.eachlabs.errors import ConfigError
+from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
+from pipelines.summary import LoadSummary
+from pipelines.views import LOADER_TABLES
+
+SECTIONS = ("orchestration",)
+DEFAULT_CRON = "*/15 * * * *"
+
+
+@configspec
+class JobSettings(BaseConfiguration):
+    """What a scheduled run loads, where, and when its checks fail (`.dlt/config.toml`,
+    section `[orchestration]`; the README's "Running under Dagster" lists them)."""
+
+    #: Workflows whose executions are listed each run (new or changed ones are fetched).
+    workflows: list[str] | None = None
+    #: A file of execution IDs (one per line) loaded each run; stored final ones are skipped.
+    ids_file: str | None = None
+    #: A webhook spool folder (`eachlabs-pipeline webhook --spool DIR`) loaded each run.
+    spool: str | None = None
+    #: Read every page of each workflow's list, not only the new ones (`--full-listing`).
+    full_listing: bool = False
+    #: `duckdb` (the file `db_path`) or `postgres` (dlt's PostgreSQL credentials).
+    destination: str = "duckdb"
+    db_path: str = str(DEFAULT_DB_PATH)
+    dataset: str = DEFAULT_DATASET
+    #: Where the notebook report is written (`model_performance.html` and its figures).
+    report_dir: str = "reports"
+    #: When the schedule starts a run (cron syntax, the Dagster daemon's time zone: UTC).
+    cron: str = DEFAULT_CRON
+    #: The run's check fails when more than this share of the requested IDs ends in
+    #: fetch_errors (0.01: 1%).
+    max_fetch_error_share: float = 0.01
+    #: The freshness check fails when the newest execution started longer ago than this
+    #: (86400: a day).
+    freshness_max_age_s: float = 86400.0
+
+    def check(self) -> JobSettings:
+        """Raise ConfigError naming the first setting that is unusable; returns self."""
+        from pipelines.targets import DESTINATIONS
+
+        problems = {
+            "destination": self.destination not in DESTINATIONS
+            and f"must be one of {', '.join(DESTINATIONS)}",
+            "max_fetch_error_share": not 0 <= self.max_fetch_error_share <= 1
+            and "must be a share between 0 and 1 (0.01 is 1%)",
+            "freshness_max_age_s": not self.freshness_max_age_s > 0
+            and "must be a number of seconds above 0",
+            "cron": len(self.cron.split()) != 5
+            and "must be a cron string of five fields, e.g. '*/15 * * * *'",
+        }
+        for name, problem in problems.items():
+            if problem:
+                raise ConfigError(
+                    f"orchestration setting {name} = {getattr(self, name)!r} {problem} "
+                    f"(set it in .dlt/config.toml [orchestration] or ORCHESTRATION__{name.upper()})"
+                )
+        return self
+
+    def has_inputs(self) -> bool:
+        return bool(self.workflows or self.ids_file or self.spool)
+
+
+#: The names of the settings, in declaration order.
+JOB_SETTING_NAMES = tuple(f.name for f in fields(JobSettings) if not f.name.startswith("_"))
+
+
+def resolve_job_settings(given: Mapping[str, Any] | None = None) -> JobSettings:
+    """The settings: `given` (None values ignored) over dlt's config providers over the
+    defaults, checked.
+
+    Raises:
+        ConfigError: an unknown name, a value of the wrong type, or one that breaks its rule.
+    """
+    explicit = {name: value for name, value in (given or {}).items() if value is not None}
+    unknown = set(explicit) - set(JOB_SETTING_NAMES)
+    if unknown:
+        raise ConfigError(f"unknown orchestration settings {sorted(unknown)}")
+    try:
+        resolved = resolve_configuration(JobSettings(), sections=SECTIONS, explicit_value=explicit)
+    except ConfigurationException as exc:
+        raise ConfigError(f"orchestration settings: {exc}") from None
+    return resolved.check()
+
+
+def load(job: JobSettings, on_progress: Callable[[FetchReport], None] | None = None) -> LoadSummary:
+    """One scheduled load: `eachlabs-pipeline load` with the job's inputs and destination.
+
+    Raises:
+        ConfigError: the job names nothing to load, or a setting is wrong (see `run_load`).
+    """
+    from pipelines.cli_io import install_log_filters, read_id_file
+    from pipelines.load import run_load
+
+    install_log_filters()  # dlt's notes on the loader's own Arrow schemas, as in the CLI
+
+    if not job.has_inputs():
+        raise ConfigError(
+            "the scheduled load names nothing to load: set workflows, ids_file or spool in "
+            ".dlt/config.toml [orchestration] (or ORCHESTRATION__WORKFLOWS='[\"wf_id\"]', ...) "
+            "or in the run's config"
+        )
+    ids = read_id_file(Path(job.ids_file), "ids_file") if job.ids_file else []
+    return run_load(
+        ids,
+        workflows=job.workflows or (),
+        spool=Path(job.spool) if job.spool else None,
+        full_listing=job.full_listing,
+        db_path=Path(job.db_path),
+        dataset=job.dataset,
+        destination=job.destination,
+        on_progress=on_progress,
+    )
+
+
+def run_figures(summary: LoadSummary) -> dict[str, int | float]:
+    """The counts of `eachlabs-pipeline load`'s summary line, by name."""
+    fetch = summary.fetch
+    figures: dict[str, int | float] = {
+        "requested": summary.requested,
+        "loaded": fetch.loaded,
+        "skipped_final": summary.skipped_final,
+        "not_found": fetch.not_found,
+        "failed": fetch.failed,
+        "rejected": fetch.rejected,
+        "elapsed_s": round(summary.elapsed_s, 3),
+    }
+    if summary.listings:
+        figures["listed"] = sum(listing.listed for listing in summary.listings)
+        figures["list_pages"] = sum(listing.pages for listing in summary.listings)
+        figures["failed_listings"] = summary.failed_listings
+    if summary.files:
+        figures["bodies_read"] = summary.bodies_read
+    return figures
+
+
+def _frames(job: JobSettings, queries: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+    from pipelines.report import read_frames
+
+    return read_frames(
+        Path(job.db_path), job.dataset, queries, views=(), destination=job.destination
+    )
+
+
+def table_rows(job: JobSettings) -> dict[str, int]:
+    """Rows in each of the loader's tables (read-only)."""
+    query = " union all ".join(
+        f"select '{table}' as name, count(*) as n from {{schema}}.{table}"
+        for table in LOADER_TABLES
+    )
+    frame = _frames(job, {"rows": query})["rows"]
+    return {str(name): int(n) for name, n in zip(frame["name"], frame["n"], strict=True)}
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """A check's verdict: passed or not, one sentence, and the figures behind it."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+def fetch_error_share(summary: LoadSummary, error_rows: int, limit: float) -> CheckOutcome:
+    """Did at most `limit` of the run's requested IDs end in fetch_errors?
+
+    `error_rows` is fetch_errors' row count after the run (every load replaces the table);
+    a run given nothing to do left it as it was, so it counts none. Not found (404) rows
+    count too: a list of IDs the API does not know is worth a look. Errors without any
+    requested ID (a workflow whose listing failed) are a share of 1.
+    """
+    errors = 0 if summary.no_ids else error_rows
+    requested = summary.requested
+    share = errors / requested if requested else float(errors > 0)
+    passed = share <= limit
+    verdict = "within" if passed else "over"
+    return CheckOutcome(
+        passed,
+        f"{errors} of {requested} requested IDs in fetch_errors ({share:.2%}), {verdict} the "
+        f"limit of {limit:.2%}",
+        {"share": share, "fetch_errors": errors, "requested": requested, "limit": limit},
+    )
+
+
+def freshness(job: JobSettings, now: datetime | None = None) -> CheckOutcome:
+    """Did the newest execution in `executions` start at most `freshness_max_age_s` ago?"""
+    query = "select max(started_at) as newest, count(*) as n from {schema}.executions"
+    row = _frames(job, {"newest": query})["newest"].iloc[0]
+    limit = job.freshness_max_age_s
+    if not row["n"] or pd.isna(row["newest"]):
+        return CheckOutcome(
+            False, "executions holds no execution with a start time", {"limit_s": limit}
+        )
+    newest = pd.Timestamp(row["newest"]).to_pydatetime()
+    age = ((now or datetime.now(UTC)) - newest).total_seconds()
+    passed = age <= limit
+    return CheckOutcome(
+        passed,
+        f"the newest execution started {_duration(age)} ago "
+        + ("(limit " if passed else "(older than the limit of ")
+        + f"{_duration(limit)})",
+        {"newest_started_at": newest.isoformat(), "age_s": round(age, 1), "limit_s": limit},
+    )
+
+
+def _duration(seconds: float) -> str:
+    if abs(seconds) < 3600:
+        return f"{seconds / 60:.0f} min"
+    if abs(seconds) < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def got_worse(job: JobSettings) -> CheckOutcome:
+    """Which models got worse, from the view `model_recent_changes` (the report's "what got
+    worse" table): passed when none did."""
+    from pipelines.report import RECENT_CHANGES_SQL, format_recent_changes, group_label
+
+    recent = _frames(job, {"recent": RECENT_CHANGES_SQL})["recent"]
+    worse = recent[recent["latency_regressed"] | recent["failures_regressed"]]
+    models = [group_label(row.step_type, row.model) for row in worse.itertuples(index=False)]
+    if models:
+        description = f"{len(models)} got worse in the last 7 days: {', '.join(models)}"
+    else:
+        description = "no model got worse in the last 7 days"
+    return CheckOutcome(
+        not models,
+        description,
+        {"models": models, "what_got_worse": format_recent_changes(recent)},
+    )
+
+
+def view_states(job: JobSettings, views: Mapping[str, str]) -> dict[str, tuple[int, str | None]]:
+    """Each view's row count and, for a reporting view (`views`: name -> kind), a fingerprint
+    of its rows: the same rows in any order give the same fingerprint (doubles rounded to 9
+    decimals, so the last bits of a sum do not count). A base view, with a row per execution
+    or step, is only counted."""
+    queries = {
+        name: f"select * from {{schema}}.{name}"
+        if kind == "reporting"
+        else f"select count(*) as n from {{schema}}.{name}"
+        for name, kind in views.items()
+    }
+    states: dict[str, tuple[int, str | None]] = {}
+    for name, frame in _frames(job, queries).items():
+        if views[name] == "reporting":
+            states[name] = (len(frame), fingerprint(frame))
+        else:
+            states[name] = (int(frame["n"].iloc[0]), None)
+    return states
+
+
+def fingerprint(frame: pd.DataFrame) -> str:
+    floats = frame.select_dtypes(include="floating").columns
+    rows = pd.util.hash_pandas_object(
+        frame.assign(**{column: frame[column].round(9) for column in floats}), index=False
+    )
+    digest = hashlib.sha256("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(int(rows.sum()).to_bytes(8, "little"))  # order-free: a wrapping sum
+    return digest.hexdigest()[:16]
+
+
+def render_report(job: JobSettings) -> tuple[Path, int]:
+    """`eachlabs-pipeline report --out <report_dir>`: the HTML's path and the figure count."""
+    from pipelines.notebook import render_report as render
+
+    files = render(
+        Path(job.db_path), job.dataset, Path(job.report_dir), destination=job.destination
+    )
+    return files.html, len(files.figures)
