@@ -31,17 +31,21 @@ def stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def print_progress(report: FetchReport) -> None:
+def progress_line(report: FetchReport) -> str | None:
+    """`fetched 120 of 400 (30%): ...`, or None before anything is to be fetched."""
     total = report.requested - report.rejected
     if not total:
-        return
-    share = f" ({100 * report.done / total:.0f}%)" if total else ""
-    print(
-        f"{stamp()} fetched {report.done} of {total}{share}: {report.loaded} loaded, "
-        f"{report.not_found} not found, {report.failed} failed",
-        file=sys.stderr,
-        flush=True,
+        return None
+    return (
+        f"fetched {report.done} of {total} ({100 * report.done / total:.0f}%): "
+        f"{report.loaded} loaded, {report.not_found} not found, {report.failed} failed"
     )
+
+
+def print_progress(report: FetchReport) -> None:
+    line = progress_line(report)
+    if line is not None:
+        print(f"{stamp()} {line}", file=sys.stderr, flush=True)
 
 
 def print_listing(listing: WorkflowListing) -> None:

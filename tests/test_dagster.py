@@ -5,8 +5,12 @@ process, and loaded by `dagster definitions validate`."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 from listing_helpers import detail_requests
+from webhook_fixtures import wait_until
 from workspace import isolated_env, isolated_process_state
 
 from pipelines.orchestration import dagster as orchestration
@@ -284,6 +289,63 @@ def test_the_make_dagster_launcher_points_dagster_at_its_simulator(tmp_path: Pat
     assert "SOURCES__EACHLABS__API_KEY" not in done.stdout + done.stderr
 
 
+def _serves(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def test_make_dagster_serves_the_graph_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`make dagster`'s command as a background job (SIGINT ignored, as a shell starts it):
+    the UI serves every asset and check, and SIGTERM stops dagster and its processes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.orchestration.dev", "dev", "-p", str(port)],
+        cwd=tmp_path, env=isolated_env(tmp_path / "dlt-data"), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _serves(f"http://127.0.0.1:{port}/server_info"))
+        query = b'{"query": "{ assetNodes { assetKey { path } hasAssetChecks } }"}'
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql", query, {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            nodes = json.load(answer)["data"]["assetNodes"]
+        assert len(nodes) == len(TABLES) + len(VIEWS) + 1
+        checked = sorted(node["assetKey"]["path"][-1] for node in nodes if node["hasAssetChecks"])
+        assert checked == ["executions", "fetch_errors", "model_recent_changes"]
+        launcher.send_signal(signal.SIGTERM)
+        output, _ = launcher.communicate(timeout=120)
+    finally:  # whatever failed, nothing of the session outlives the test
+        for pid in _session_processes(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert launcher.returncode == 0, output[-3000:]
+    assert "Dagster services shut down" in output
+    # Nothing of the session is left running (webserver, daemon, code server).
+    wait_until(lambda: not _session_processes(launcher.pid))
+
+
+def _session_processes(session: int) -> list[int]:
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _session_of(entry) == session
+    ]
+
+
+def _session_of(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[4])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def test_the_definitions_validate(tmp_path: Path) -> None:
     env = {**isolated_env(tmp_path / "dlt-data"), "DAGSTER_HOME": str(tmp_path)}
     done = run_dagster(tmp_path, env, "definitions", "validate", "-m", orchestration.__name__)
@@ -463,6 +525,9 @@ def test_the_tables_and_views_go_to_postgresql(
             instance=instance, asset_selection=keys, raise_on_error=False
         )
     assert result.success, err.getvalue()[-3000:]
+    logs = out.getvalue() + err.getvalue()
+    logs += "\n".join(str(record) for record in instance.all_logs(result.run_id))
+    assert server.password not in logs and KEY not in logs
     with server.connect(dbname) as connection, connection.cursor() as cursor:
         cursor.execute("select count(*) from eachlabs.executions")
         assert cursor.fetchone() == (EXECUTIONS,)

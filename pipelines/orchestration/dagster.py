@@ -28,6 +28,7 @@ from typing import Any
 
 import dagster as dg
 
+from pipelines.cli_io import progress_line
 from pipelines.eachlabs.errors import EachlabsError
 from pipelines.orchestration import job
 from pipelines.report_sources import REPORT_VIEWS
@@ -97,8 +98,10 @@ def eachlabs_tables(
     as metadata, then the fetch_errors check."""
     settings = eachlabs.settings(**config.model_dump(exclude_defaults=True))
 
-    def progress(report: Any) -> None:
-        context.log.info(f"fetched {report.done} of {report.requested}")
+    def progress(report: Any) -> None:  # every 2 s or so while fetching
+        line = progress_line(report)
+        if line is not None:
+            context.log.info(line)
 
     summary = _failing_clearly(lambda: job.load(settings, on_progress=progress))
     context.log.info(summary.describe())

@@ -8,7 +8,7 @@ them), then runs `dagster DAGSTER ARGS -m pipelines.orchestration.dagster` (defa
 the UI on http://127.0.0.1:3000) with the settings pointing at it: every simulated workflow
 listed, into `eachlabs_dagster.duckdb`, the report in `reports/`, Dagster's run history in
 `.dagster/`. The simulator's key reaches Dagster in its environment only, never on screen.
-Ctrl-C stops both.
+Ctrl-C (or SIGTERM to this process) stops both.
 """
 
 from __future__ import annotations
@@ -73,12 +73,20 @@ def main(argv: list[str] | None = None) -> int:
             f"{DB_FILE}, Dagster's history in {DAGSTER_HOME}/",
             flush=True,
         )
-        child = subprocess.Popen(command, env=env)
+        # Ctrl-C reaches dagster too (same process group); SIGTERM here is passed on as the
+        # SIGINT dagster stops on. Started in the background, a shell ignores SIGINT for its
+        # children: dagster gets it back, or it could never stop its own processes.
+        child = subprocess.Popen(command, env=env, preexec_fn=_default_sigint)
+        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         try:
             return child.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached dagster too (same process group)
+        except KeyboardInterrupt:
             child.send_signal(signal.SIGINT)
             return child.wait()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 if __name__ == "__main__":
