@@ -225,7 +225,11 @@ def discover_views(sql_dir: Path | Traversable | None = None) -> list[ViewFile]:
         dependencies = tuple(sorted(((referenced & names) | through_macros) - {name}))
         tables = tuple(sorted(referenced & set(LOADER_TABLES)))
         kind = "base" if _BASE_VIEW_HEAD.match(sql) else "reporting"
-        views.append(ViewFile(name, path, sql, dependencies, tables, kind))
+        views.append(
+            ViewFile(
+                name=name, path=path, sql=sql, dependencies=dependencies, tables=tables, kind=kind
+            )
+        )
     return views
 
 

@@ -28,7 +28,7 @@ import pytest
 
 #: Variables no test inherits from the caller's shell: a developer's real key or dlt config
 #: must never reach a test run.
-_STRIPPED_PREFIXES = ("SOURCES__", "DESTINATION__", "EACHLABS_")
+_STRIPPED_PREFIXES = ("SOURCES__", "DESTINATION__", "EACHLABS_", "ORCHESTRATION__", "DAGSTER_")
 
 
 def _cli_path() -> str:
@@ -44,7 +44,8 @@ def _cli_path() -> str:
 
 def isolated_env(dlt_dir: Path) -> dict[str, str]:
     """The environment a test's CLI runs with: the caller's, minus SOURCES__/DESTINATION__/
-    EACHLABS_ variables, with its own dlt data dir, no telemetry and fast retries."""
+    EACHLABS_/ORCHESTRATION__/DAGSTER_ variables, with its own dlt data dir, no telemetry and
+    fast retries."""
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(_STRIPPED_PREFIXES)
     }

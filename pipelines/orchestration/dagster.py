@@ -12,7 +12,7 @@ Assets (all under the key prefix `eachlabs`):
 Checks: `fetch_error_share` (blocking: a run with too many failed IDs fails, after its rows
 are committed), `fresh` (the newest execution is recent) and `nothing_got_worse` (a warning
 naming the models that got worse). A job runs the whole graph; a schedule starts it every 15
-minutes (the `cron` setting) unless the previous run is still going.
+minutes (the `cron` setting) unless a loading run is still going.
 
 Why not `dagster-dlt`'s `@dlt_assets`: `DagsterDltResource.run` drops the pipeline's working
 state before every run and loads the whole source in one dlt load, so it would lose the
@@ -22,6 +22,8 @@ and the load lock; see docs/dagster.md. What to load and where comes from `job.J
 `eachlabs` resource.
 """
 
+import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from typing import Any
 import dagster as dg
 
 from pipelines.cli_io import progress_line
-from pipelines.eachlabs.errors import EachlabsError
+from pipelines.eachlabs import FetchReport
+from pipelines.eachlabs.errors import ConfigError, EachlabsError, ViewError
 from pipelines.orchestration import job
 from pipelines.report_sources import REPORT_VIEWS
 from pipelines.views import LOADER_TABLES, discover_views, order_views
@@ -38,19 +41,40 @@ PREFIX = "eachlabs"
 JOB_NAME = "eachlabs_job"
 #: The views of `sql/`, each after the views it reads (the order Dagster needs them in).
 VIEWS = order_views(discover_views())
+#: Runs that load: the job, and "Materialize all" / `dagster asset materialize` (ad hoc).
+LOADING_JOBS = (JOB_NAME, "__ASSET_JOB")
+#: A run still "going" after this long is taken for one whose process died unseen.
+STALE_RUN_S = 6 * 3600
 
 
 def _key(name: str) -> dg.AssetKey:
     return dg.AssetKey([PREFIX, name])
 
 
+@contextlib.contextmanager
+def _clear_failure() -> Iterator[None]:
+    """The project's own errors (settings, lock, API, views) end the step with their one
+    line, not a traceback."""
+    try:
+        yield
+    except (EachlabsError, ViewError) as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
 class LoadConfig(dg.Config):
-    """What this run loads; an unset field takes its `[orchestration]` setting."""
+    """What this run loads. Naming any of workflows, ids_file, spool replaces all three
+    settings; an unset field takes its `[orchestration]` setting."""
 
     workflows: list[str] | None = None
     ids_file: str | None = None
     spool: str | None = None
-    full_listing: bool = False
+    full_listing: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        given = self.model_dump(exclude_none=True)
+        if given.keys() & set(job.INPUTS):
+            return {"workflows": [], "ids_file": "", "spool": "", **given}
+        return given
 
 
 class EachlabsResource(dg.ConfigurableResource):
@@ -62,18 +86,8 @@ class EachlabsResource(dg.ConfigurableResource):
     report_dir: str | None = None
 
     def settings(self, **given: Any) -> job.JobSettings:
-        try:
+        with _clear_failure():
             return job.resolve_job_settings({**self.model_dump(), **given})
-        except EachlabsError as exc:
-            raise dg.Failure(description=str(exc)) from None
-
-
-def _failing_clearly(run: Any) -> Any:
-    """The project's own errors (settings, lock, API) end the step with their message."""
-    try:
-        return run()
-    except EachlabsError as exc:
-        raise dg.Failure(description=str(exc)) from None
 
 
 @dg.multi_asset(
@@ -94,24 +108,28 @@ def _failing_clearly(run: Any) -> Any:
 def eachlabs_tables(
     context: dg.AssetExecutionContext, config: LoadConfig, eachlabs: EachlabsResource
 ) -> Iterator[Any]:
-    """`eachlabs-pipeline load` with the job's inputs; the tables' rows and the run's counts
+    """`eachlabs-pipeline load` with the job's inputs; the run's counts and each table's rows
     as metadata, then the fetch_errors check."""
-    settings = eachlabs.settings(**config.model_dump(exclude_defaults=True))
+    settings = eachlabs.settings(**config.given())
 
-    def progress(report: Any) -> None:  # every 2 s or so while fetching
+    def progress(report: FetchReport) -> None:  # every 2 s or so while fetching
         line = progress_line(report)
         if line is not None:
             context.log.info(line)
 
-    summary = _failing_clearly(lambda: job.load(settings, on_progress=progress))
+    with _clear_failure():
+        summary = job.load(settings, on_progress=progress)
     context.log.info(summary.describe())
-    rows = _failing_clearly(lambda: job.table_rows(settings))
     figures = job.run_figures(summary)
+    try:  # the lock is released: a load starting now may hold the file
+        rows: dict[str, int] = job.table_rows(settings)
+    except ConfigError as exc:
+        context.log.warning(f"row counts left out: {exc}")
+        rows = {}
     for table in LOADER_TABLES:
-        yield dg.MaterializeResult(
-            asset_key=_key(table), metadata={**figures, "dagster/row_count": rows[table]}
-        )
-    outcome = job.fetch_error_share(summary, rows["fetch_errors"], settings.max_fetch_error_share)
+        counted = {"dagster/row_count": rows[table]} if table in rows else {}
+        yield dg.MaterializeResult(asset_key=_key(table), metadata={**figures, **counted})
+    outcome = job.fetch_error_share(summary, settings.max_fetch_error_share)
     yield _check_result(outcome, _key("fetch_errors"), "fetch_error_share")
 
 
@@ -151,12 +169,11 @@ def eachlabs_views(context: dg.AssetExecutionContext, eachlabs: EachlabsResource
     from pipelines.load import apply_views
 
     settings = eachlabs.settings()
-    names = [key.path[-1] for key in context.selected_asset_keys]
-    _failing_clearly(
-        lambda: apply_views(settings.destination, Path(settings.db_path), settings.dataset)
-    )
-    kinds = {view.name: view.kind for view in VIEWS if view.name in names}
-    states = _failing_clearly(lambda: job.view_states(settings, kinds))
+    selected = {key.path[-1] for key in context.selected_asset_keys}
+    with _clear_failure():
+        apply_views(settings.destination, Path(settings.db_path), settings.dataset)
+        kinds = {view.name: view.kind for view in VIEWS if view.name in selected}
+        states = job.view_states(settings, kinds)
     for name, (rows, fingerprint) in states.items():
         if fingerprint is None:  # a base view: a row per execution or step, only counted
             yield dg.MaterializeResult(asset_key=_key(name), metadata={"dagster/row_count": rows})
@@ -177,7 +194,8 @@ def eachlabs_views(context: dg.AssetExecutionContext, eachlabs: EachlabsResource
 def model_performance_report(eachlabs: EachlabsResource) -> dg.MaterializeResult:
     """The notebook report, `model_performance.html` and one PNG per figure."""
     settings = eachlabs.settings()
-    html, figures = _failing_clearly(lambda: job.render_report(settings))
+    with _clear_failure():
+        html, figures = job.render_report(settings)
     return dg.MaterializeResult(
         metadata={"path": dg.MetadataValue.path(str(html.resolve())), "figures": figures}
     )
@@ -188,7 +206,9 @@ def model_performance_report(eachlabs: EachlabsResource) -> dg.MaterializeResult
 )
 def executions_are_fresh(eachlabs: EachlabsResource) -> dg.AssetCheckResult:
     settings = eachlabs.settings()
-    return _check_result(_failing_clearly(lambda: job.freshness(settings)), _key("executions"))
+    with _clear_failure():
+        outcome = job.freshness(settings)
+    return _check_result(outcome, _key("executions"))
 
 
 @dg.asset_check(
@@ -197,7 +217,9 @@ def executions_are_fresh(eachlabs: EachlabsResource) -> dg.AssetCheckResult:
     description="No model's p95 latency or failure rate got worse in the last 7 days.",
 )
 def nothing_got_worse(eachlabs: EachlabsResource) -> dg.AssetCheckResult:
-    outcome = _failing_clearly(lambda: job.got_worse(eachlabs.settings()))
+    settings = eachlabs.settings()
+    with _clear_failure():
+        outcome = job.got_worse(settings)
     return _check_result(
         outcome,
         _key("model_recent_changes"),
@@ -221,17 +243,19 @@ _ACTIVE = [
 ]
 
 
-@dg.schedule(
-    cron_schedule=job.resolve_job_settings().cron, job=eachlabs_job, execution_timezone="UTC"
-)
+@dg.schedule(cron_schedule=job.schedule_cron(), job=eachlabs_job, execution_timezone="UTC")
 def eachlabs_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    """Every 15 minutes by default (`cron`); skipped while the last run is still going (the
-    next one would only wait for its lock)."""
-    running = context.instance.get_runs(
-        filters=dg.RunsFilter(job_name=JOB_NAME, statuses=_ACTIVE), limit=1
-    )
-    if running:
-        return dg.SkipReason(f"run {running[0].run_id} of {JOB_NAME} is still going")
+    """Every 15 minutes by default (`cron`); a tick is skipped while a loading run (this job,
+    or "Materialize all") is still going: the new one would only wait for its lock. A run
+    "going" for more than 6 hours is taken for one whose process died, and ignored."""
+    since = time.time() - STALE_RUN_S
+    for record in context.instance.get_run_records(dg.RunsFilter(statuses=_ACTIVE), limit=50):
+        if (
+            record.dagster_run.job_name in LOADING_JOBS
+            and record.create_timestamp.timestamp() > since
+        ):
+            run = record.dagster_run
+            return dg.SkipReason(f"run {run.run_id} of {run.job_name} is still going")
     return dg.RunRequest()
 
 

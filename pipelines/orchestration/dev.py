@@ -47,11 +47,18 @@ def simulator_env(simulator: Simulator, root: Path) -> dict[str, str]:
     instance = home / "dagster.yaml"
     if not instance.exists():  # Dagster's own usage statistics: off, like dlt's
         instance.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    # Every input and target setting is set here, so that a real `[orchestration]` section
+    # (a PostgreSQL destination, a spool whose files a load moves) is never touched.
     return {
         "SOURCES__EACHLABS__BASE_URL": simulator.base_url,
         "SOURCES__EACHLABS__API_KEY": simulator.api_key,
         "ORCHESTRATION__WORKFLOWS": json.dumps(simulator.workflow_ids),
+        "ORCHESTRATION__IDS_FILE": "",
+        "ORCHESTRATION__SPOOL": "",
+        "ORCHESTRATION__FULL_LISTING": "false",
+        "ORCHESTRATION__DESTINATION": "duckdb",
         "ORCHESTRATION__DB_PATH": str(root / DB_FILE),
+        "ORCHESTRATION__DATASET": "eachlabs",
         "ORCHESTRATION__REPORT_DIR": str(root / "reports"),
         "DAGSTER_HOME": str(home.resolve()),
         "RUNTIME__DLTHUB_TELEMETRY": "false",
@@ -75,18 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         # Ctrl-C reaches dagster too (same process group); SIGTERM here is passed on as the
         # SIGINT dagster stops on. Started in the background, a shell ignores SIGINT for its
-        # children: dagster gets it back, or it could never stop its own processes.
-        child = subprocess.Popen(command, env=env, preexec_fn=_default_sigint)
+        # children: a handler set here is reset to the default in dagster when it starts, or
+        # dagster could never stop its own processes.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        child = subprocess.Popen(command, env=env)
         signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
         try:
             return child.wait()
-        except KeyboardInterrupt:
-            child.send_signal(signal.SIGINT)
-            return child.wait()
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+        except KeyboardInterrupt:  # dagster had it too when it came from the terminal
+            try:
+                return child.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # it came to this process alone
+                child.send_signal(signal.SIGINT)
+                return child.wait()
 
 
 if __name__ == "__main__":

@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dlt.common.configuration import configspec, resolve_configuration
-from dlt.common.configuration.exceptions import ConfigurationException
-from dlt.common.configuration.specs import BaseConfiguration
 
 from pipelines.eachlabs import FetchReport
 from pipelines.eachlabs.errors import ConfigError
@@ -37,8 +34,8 @@ SECTIONS = ("orchestration",)
 DEFAULT_CRON = "*/15 * * * *"
 
 
-@configspec
-class JobSettings(BaseConfiguration):
+@dataclass
+class JobSettings:
     """What a scheduled run loads, where, and when its checks fail (`.dlt/config.toml`,
     section `[orchestration]`; the README's "Running under Dagster" lists them)."""
 
@@ -56,7 +53,7 @@ class JobSettings(BaseConfiguration):
     dataset: str = DEFAULT_DATASET
     #: Where the notebook report is written (`model_performance.html` and its figures).
     report_dir: str = "reports"
-    #: When the schedule starts a run (cron syntax, the Dagster daemon's time zone: UTC).
+    #: When the schedule starts a run (cron syntax, in UTC).
     cron: str = DEFAULT_CRON
     #: The run's check fails when more than this share of the requested IDs ends in
     #: fetch_errors (0.01: 1%).
@@ -65,55 +62,95 @@ class JobSettings(BaseConfiguration):
     #: (86400: a day).
     freshness_max_age_s: float = 86400.0
 
-    def check(self) -> JobSettings:
-        """Raise ConfigError naming the first setting that is unusable; returns self."""
-        from pipelines.targets import DESTINATIONS
-
-        problems = {
-            "destination": self.destination not in DESTINATIONS
-            and f"must be one of {', '.join(DESTINATIONS)}",
-            "max_fetch_error_share": not 0 <= self.max_fetch_error_share <= 1
-            and "must be a share between 0 and 1 (0.01 is 1%)",
-            "freshness_max_age_s": not self.freshness_max_age_s > 0
-            and "must be a number of seconds above 0",
-            "cron": len(self.cron.split()) != 5
-            and "must be a cron string of five fields, e.g. '*/15 * * * *'",
-        }
-        for name, problem in problems.items():
-            if problem:
-                raise ConfigError(
-                    f"orchestration setting {name} = {getattr(self, name)!r} {problem} "
-                    f"(set it in .dlt/config.toml [orchestration] or ORCHESTRATION__{name.upper()})"
-                )
-        return self
-
     def has_inputs(self) -> bool:
         return bool(self.workflows or self.ids_file or self.spool)
 
 
 #: The names of the settings, in declaration order.
-JOB_SETTING_NAMES = tuple(f.name for f in fields(JobSettings) if not f.name.startswith("_"))
+JOB_SETTING_NAMES = tuple(f.name for f in fields(JobSettings))
+#: The settings that name what a run loads: a run's config giving one replaces them all.
+INPUTS = ("workflows", "ids_file", "spool")
+#: The type each setting's text (an environment variable, TOML) is read as.
+_TYPES: dict[str, type] = {
+    "workflows": list, "full_listing": bool, "max_fetch_error_share": float,
+    "freshness_max_age_s": float,
+}  # fmt: skip
 
 
-def resolve_job_settings(given: Mapping[str, Any] | None = None) -> JobSettings:
-    """The settings: `given` (None values ignored) over dlt's config providers over the
-    defaults, checked.
+def _problem(name: str, value: Any) -> str | None:
+    from pipelines.targets import DESTINATIONS
+
+    if name == "workflows":
+        ok = value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        return None if ok else 'must be a list of workflow IDs, e.g. ["wf_a", "wf_b"]'
+    if name == "destination" and value not in DESTINATIONS:
+        return f"must be one of {', '.join(DESTINATIONS)}"
+    if name == "max_fetch_error_share" and not 0 <= value <= 1:
+        return "must be a share between 0 and 1 (0.01 is 1%)"
+    if name == "freshness_max_age_s" and not value > 0:
+        return "must be a number of seconds above 0"
+    if name == "cron" and len(str(value).split()) != 5:
+        return "must be a cron string of five fields, e.g. '*/15 * * * *'"
+    return None
+
+
+def _setting(name: str, given: Mapping[str, Any]) -> Any:
+    """`given[name]`, else `orchestration.<name>` from dlt's config providers (exactly that
+    key: never a bare `CRON` or `DATASET` from elsewhere), else the default; checked."""
+    import dlt
+    from dlt.common.configuration.exceptions import ConfigurationException
+
+    if given.get(name) is not None:
+        value, where = given[name], "the run's config"
+    else:
+        where = f"ORCHESTRATION__{name.upper()} or .dlt/config.toml [orchestration]"
+        kind = _TYPES.get(name, str)
+        try:
+            value = dlt.config.get(f"{SECTIONS[0]}.{name}", kind)
+        except ConfigurationException:
+            example = ' (JSON, e.g. ["wf_a", "wf_b"])' if kind is list else ""
+            raise ConfigError(
+                f"orchestration setting {name} must be a {kind.__name__}{example} (from {where})"
+            ) from None
+        if value is None:
+            return getattr(_DEFAULTS, name)
+    problem = _problem(name, value)
+    if problem:
+        raise ConfigError(f"orchestration setting {name} = {value!r} {problem} (from {where})")
+    return value
+
+
+_DEFAULTS = JobSettings()
+
+
+def resolve_job_settings(
+    given: Mapping[str, Any] | None = None, *, only: tuple[str, ...] = JOB_SETTING_NAMES
+) -> JobSettings:
+    """The settings: `given` (a run's config; None values ignored) over dlt's config providers
+    (`ORCHESTRATION__<NAME>`, then `.dlt/config.toml` `[orchestration]`) over the defaults.
+
+    Args:
+        only: Read and check just these settings; the others keep their defaults.
 
     Raises:
-        ConfigError: an unknown name, a value of the wrong type, or one that breaks its rule.
+        ConfigError: an unknown name, or a value that cannot be read or breaks its rule (the
+            message names the setting and where it came from).
     """
-    explicit = {name: value for name, value in (given or {}).items() if value is not None}
-    unknown = set(explicit) - set(JOB_SETTING_NAMES)
+    given = dict(given or {})
+    unknown = set(given) - set(JOB_SETTING_NAMES)
     if unknown:
         raise ConfigError(f"unknown orchestration settings {sorted(unknown)}")
-    try:
-        resolved = resolve_configuration(JobSettings(), sections=SECTIONS, explicit_value=explicit)
-    except ConfigurationException as exc:
-        raise ConfigError(f"orchestration settings: {exc}") from None
-    return resolved.check()
+    return JobSettings(**{name: _setting(name, given) for name in only})
 
 
-def load(job: JobSettings, on_progress: Callable[[FetchReport], None] | None = None) -> LoadSummary:
+def schedule_cron() -> str:
+    """The `cron` setting alone: what the definitions need when they load."""
+    return resolve_job_settings(only=("cron",)).cron
+
+
+def load(
+    settings: JobSettings, on_progress: Callable[[FetchReport], None] | None = None
+) -> LoadSummary:
     """One scheduled load: `eachlabs-pipeline load` with the job's inputs and destination.
 
     Raises:
@@ -124,21 +161,21 @@ def load(job: JobSettings, on_progress: Callable[[FetchReport], None] | None = N
 
     install_log_filters()  # dlt's notes on the loader's own Arrow schemas, as in the CLI
 
-    if not job.has_inputs():
+    if not settings.has_inputs():
         raise ConfigError(
             "the scheduled load names nothing to load: set workflows, ids_file or spool in "
             ".dlt/config.toml [orchestration] (or ORCHESTRATION__WORKFLOWS='[\"wf_id\"]', ...) "
             "or in the run's config"
         )
-    ids = read_id_file(Path(job.ids_file), "ids_file") if job.ids_file else []
+    ids = read_id_file(Path(settings.ids_file), "ids_file") if settings.ids_file else []
     return run_load(
         ids,
-        workflows=job.workflows or (),
-        spool=Path(job.spool) if job.spool else None,
-        full_listing=job.full_listing,
-        db_path=Path(job.db_path),
-        dataset=job.dataset,
-        destination=job.destination,
+        workflows=settings.workflows or (),
+        spool=Path(settings.spool) if settings.spool else None,
+        full_listing=settings.full_listing,
+        db_path=Path(settings.db_path),
+        dataset=settings.dataset,
+        destination=settings.destination,
         on_progress=on_progress,
     )
 
@@ -164,21 +201,25 @@ def run_figures(summary: LoadSummary) -> dict[str, int | float]:
     return figures
 
 
-def _frames(job: JobSettings, queries: Mapping[str, str]) -> dict[str, pd.DataFrame]:
+def _frames(settings: JobSettings, queries: Mapping[str, str]) -> dict[str, pd.DataFrame]:
     from pipelines.report import read_frames
 
     return read_frames(
-        Path(job.db_path), job.dataset, queries, views=(), destination=job.destination
+        Path(settings.db_path),
+        settings.dataset,
+        queries,
+        views=(),
+        destination=settings.destination,
     )
 
 
-def table_rows(job: JobSettings) -> dict[str, int]:
+def table_rows(settings: JobSettings) -> dict[str, int]:
     """Rows in each of the loader's tables (read-only)."""
     query = " union all ".join(
         f"select '{table}' as name, count(*) as n from {{schema}}.{table}"
         for table in LOADER_TABLES
     )
-    frame = _frames(job, {"rows": query})["rows"]
+    frame = _frames(settings, {"rows": query})["rows"]
     return {str(name): int(n) for name, n in zip(frame["name"], frame["n"], strict=True)}
 
 
@@ -191,15 +232,17 @@ class CheckOutcome:
     metadata: dict[str, Any]
 
 
-def fetch_error_share(summary: LoadSummary, error_rows: int, limit: float) -> CheckOutcome:
+def fetch_error_share(summary: LoadSummary, limit: float) -> CheckOutcome:
     """Did at most `limit` of the run's requested IDs end in fetch_errors?
 
-    `error_rows` is fetch_errors' row count after the run (every load replaces the table);
-    a run given nothing to do left it as it was, so it counts none. Not found (404) rows
-    count too: a list of IDs the API does not know is worth a look. Errors without any
-    requested ID (a workflow whose listing failed) are a share of 1.
+    Counted from the run's own summary (the rows it wrote to fetch_errors: failed, not found,
+    rejected or unreadable, and failed listings), not read back from the table, which a load
+    starting right after this one may already have replaced. Not found (404) counts too: a
+    list of IDs the API does not know is worth a look. Errors without any requested ID (a
+    workflow whose listing failed) are a share of 1.
     """
-    errors = 0 if summary.no_ids else error_rows
+    fetch = summary.fetch
+    errors = fetch.failed + fetch.not_found + fetch.rejected + summary.failed_listings
     requested = summary.requested
     share = errors / requested if requested else float(errors > 0)
     passed = share <= limit
@@ -212,11 +255,11 @@ def fetch_error_share(summary: LoadSummary, error_rows: int, limit: float) -> Ch
     )
 
 
-def freshness(job: JobSettings, now: datetime | None = None) -> CheckOutcome:
+def freshness(settings: JobSettings, now: datetime | None = None) -> CheckOutcome:
     """Did the newest execution in `executions` start at most `freshness_max_age_s` ago?"""
     query = "select max(started_at) as newest, count(*) as n from {schema}.executions"
-    row = _frames(job, {"newest": query})["newest"].iloc[0]
-    limit = job.freshness_max_age_s
+    row = _frames(settings, {"newest": query})["newest"].iloc[0]
+    limit = settings.freshness_max_age_s
     if not row["n"] or pd.isna(row["newest"]):
         return CheckOutcome(
             False, "executions holds no execution with a start time", {"limit_s": limit}
@@ -241,12 +284,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def got_worse(job: JobSettings) -> CheckOutcome:
+def got_worse(settings: JobSettings) -> CheckOutcome:
     """Which models got worse, from the view `model_recent_changes` (the report's "what got
     worse" table): passed when none did."""
     from pipelines.report import RECENT_CHANGES_SQL, format_recent_changes, group_label
 
-    recent = _frames(job, {"recent": RECENT_CHANGES_SQL})["recent"]
+    recent = _frames(settings, {"recent": RECENT_CHANGES_SQL})["recent"]
     worse = recent[recent["latency_regressed"] | recent["failures_regressed"]]
     models = [group_label(row.step_type, row.model) for row in worse.itertuples(index=False)]
     if models:
@@ -260,7 +303,9 @@ def got_worse(job: JobSettings) -> CheckOutcome:
     )
 
 
-def view_states(job: JobSettings, views: Mapping[str, str]) -> dict[str, tuple[int, str | None]]:
+def view_states(
+    settings: JobSettings, views: Mapping[str, str]
+) -> dict[str, tuple[int, str | None]]:
     """Each view's row count and, for a reporting view (`views`: name -> kind), a fingerprint
     of its rows: the same rows in any order give the same fingerprint (doubles rounded to 9
     decimals, so the last bits of a sum do not count). A base view, with a row per execution
@@ -272,7 +317,7 @@ def view_states(job: JobSettings, views: Mapping[str, str]) -> dict[str, tuple[i
         for name, kind in views.items()
     }
     states: dict[str, tuple[int, str | None]] = {}
-    for name, frame in _frames(job, queries).items():
+    for name, frame in _frames(settings, queries).items():
         if views[name] == "reporting":
             states[name] = (len(frame), fingerprint(frame))
         else:
@@ -290,11 +335,14 @@ def fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def render_report(job: JobSettings) -> tuple[Path, int]:
+def render_report(settings: JobSettings) -> tuple[Path, int]:
     """`eachlabs-pipeline report --out <report_dir>`: the HTML's path and the figure count."""
     from pipelines.notebook import render_report as render
 
     files = render(
-        Path(job.db_path), job.dataset, Path(job.report_dir), destination=job.destination
+        Path(settings.db_path),
+        settings.dataset,
+        Path(settings.report_dir),
+        destination=settings.destination,
     )
     return files.html, len(files.figures)
