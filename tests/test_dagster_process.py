@@ -113,14 +113,6 @@ def test_the_make_dagster_launcher_points_dagster_at_its_simulator(tmp_path: Pat
     assert (tmp_path / "spool" / "spool-1.jsonl").exists()  # not read, not moved
 
 
-def _serves(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
-
-
 def test_make_dagster_serves_the_graph_and_stops_on_sigterm(tmp_path: Path) -> None:
     """`make dagster`'s command as a background job (SIGINT ignored, as a shell starts it):
     the UI serves every asset and check, and SIGTERM stops dagster and its processes."""
