@@ -151,6 +151,8 @@ def load_payloads(load_payloads_session: Callable[..., Path]) -> Callable[..., P
 _SLOW_FIRST = (
     "test_bench.py",
     "test_report.py",
+    "test_dagster.py",
+    "test_dagster_process.py",
     "test_demo.py",
     "test_docs.py",
     "test_faults_concurrency.py",

@@ -55,12 +55,13 @@ def run_in_session(command: list[str], root: Path, env: dict[str, str]) -> Any:
         start_new_session=True,
     )  # fmt: skip
     try:
-        stdout, stderr = process.communicate(timeout=240)
+        stdout, stderr = process.communicate(timeout=600)
     finally:
         _kill_session(process.pid)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+@pytest.mark.timeout(900)  # a load and a report in their own process: minutes under stress
 def test_the_dagster_cli_materialises_every_asset_in_its_own_process(
     tmp_path: Path, simulator_factory: Callable[..., Simulator]
 ) -> None:
