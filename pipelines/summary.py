@@ -48,6 +48,33 @@ class LoadSummary:
         return fetch.not_found > 0 and fetch.not_found == fetch.done and not has_listed
 
     @property
+    def error_rows(self) -> int:
+        """Rows the run wrote to fetch_errors: failed, not found, rejected (or unreadable)
+        executions and failed listings; none when it was given nothing to do."""
+        fetch = self.fetch
+        return fetch.failed + fetch.not_found + fetch.rejected + self.failed_listings
+
+    def counts(self) -> dict[str, int | float]:
+        """The figures of the summary line by name (with workflows and files, theirs too)."""
+        fetch = self.fetch
+        counts: dict[str, int | float] = {
+            "requested": self.requested,
+            "loaded": fetch.loaded,
+            "skipped_final": self.skipped_final,
+            "not_found": fetch.not_found,
+            "failed": fetch.failed,
+            "rejected": fetch.rejected,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+        if self.listings:
+            counts["listed"] = sum(listing.listed for listing in self.listings)
+            counts["list_pages"] = sum(listing.pages for listing in self.listings)
+            counts["failed_listings"] = self.failed_listings
+        if self.files:
+            counts["bodies_read"] = self.bodies_read
+        return counts
+
+    @property
     def exit_code(self) -> int:
         """0 when everything was loaded or is known not to exist, 2 when some IDs failed (or
         when every ID was unknown to the API, which a scheduler should notice)."""

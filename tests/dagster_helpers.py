@@ -63,11 +63,22 @@ def settings_env(root: Path, simulator: Simulator, **more: str) -> dict[str, str
     return env
 
 
-def run_job(root: Path, env: dict[str, str], instance: dg.DagsterInstance) -> Run:
-    """The whole graph (`eachlabs_job`), in this process, with `env` as its environment."""
+def run_job(
+    root: Path,
+    env: dict[str, str],
+    instance: dg.DagsterInstance | None = None,
+    run_config: dict[str, Any] | None = None,
+    assets: list[dg.AssetKey] | None = None,
+) -> Run:
+    """`eachlabs_job` (the whole graph, or only `assets` and their checks) in this process,
+    with `env` as its environment and `instance` (default: a new ephemeral one)."""
+    instance = instance or dg.DagsterInstance.ephemeral()
     job_def = orchestration.defs.resolve_job_def(orchestration.JOB_NAME)
     with isolated_process_state(root, env, None) as (out, err):
-        result = job_def.execute_in_process(instance=instance, raise_on_error=False)
+        result = job_def.execute_in_process(
+            run_config=run_config, instance=instance, asset_selection=assets,
+            raise_on_error=False,
+        )  # fmt: skip
     materialized, versions = {}, {}
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -88,25 +99,6 @@ def stored(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 
 TABLE_KEYS = [dg.AssetKey(["eachlabs", table]) for table in TABLES]
-
-
-def run_tables(root: Path, env: dict[str, str], run_config: dict[str, Any]) -> Run:
-    """Only the tables' step (and its check), with `run_config`, in this process."""
-    job_def = orchestration.defs.resolve_job_def(orchestration.JOB_NAME)
-    instance = dg.DagsterInstance.ephemeral()
-    with isolated_process_state(root, env, None) as (out, err):
-        result = job_def.execute_in_process(
-            run_config=run_config, instance=instance, asset_selection=TABLE_KEYS,
-            raise_on_error=False,
-        )  # fmt: skip
-    materialized = {
-        event.asset_key.path[-1]: {
-            k: v.value for k, v in event.event_specific_data.materialization.metadata.items()
-        }
-        for event in result.get_asset_materialization_events()
-    }
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    return Run(result.success, materialized, {}, checks, out.getvalue() + err.getvalue())
 
 
 def dagster_simulator(factory: Callable[..., Simulator], **config: Any) -> Simulator:

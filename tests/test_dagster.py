@@ -21,14 +21,12 @@ from dagster_helpers import (
     VIEWS,
     dagster_simulator,
     run_job,
-    run_tables,
     settings_env,
     stored,
 )  # fmt: skip
 from listing_helpers import WF, detail_requests, put_executions
 from workspace import isolated_env, isolated_process_state
 
-from pipelines.orchestration import dagster as orchestration
 from pipelines.orchestration import job
 from pipelines.simulator import Simulator
 
@@ -150,7 +148,7 @@ def test_a_run_under_the_limit_passes_the_check(
     )
     env = settings_env(tmp_path, simulator, SOURCES__EACHLABS__MAX_ATTEMPTS="1")
 
-    run = run_tables(tmp_path, env, {})  # the check runs in the tables' step
+    run = run_job(tmp_path, env, assets=TABLE_KEYS)  # the check runs in the tables' step
 
     check = run.checks["fetch_error_share"]
     assert check.passed and check.metadata["share"].value == pytest.approx(0.01)
@@ -215,7 +213,7 @@ def test_a_run_s_config_chooses_what_to_load_and_where(
         "resources": {"eachlabs": {"config": {"db_path": str(other)}}},
     }
 
-    run = run_tables(tmp_path, env, by_id)
+    run = run_job(tmp_path, env, run_config=by_id, assets=TABLE_KEYS)
 
     assert run.success, run.logs[-3000:]
     assert run.materialized["executions"]["requested"] == 10
@@ -227,7 +225,7 @@ def test_a_run_s_config_chooses_what_to_load_and_where(
 
     workflow = simulator.workflow_ids[0]
     one_workflow = {"ops": {"eachlabs_load": {"config": {"workflows": [workflow]}}}}
-    run = run_tables(tmp_path, env, one_workflow)
+    run = run_job(tmp_path, env, run_config=one_workflow, assets=TABLE_KEYS)
     assert run.success, run.logs[-3000:]
     assert stored(
         tmp_path / "dagster.duckdb", "select distinct workflow_id from eachlabs.executions"
@@ -243,27 +241,16 @@ def test_the_tables_and_views_go_to_postgresql(
     env["ORCHESTRATION__DESTINATION"] = "postgres"
     keys = [*TABLE_KEYS, dg.AssetKey(["eachlabs", "execution_runs"]),
             dg.AssetKey(["eachlabs", "workflow_performance"])]  # fmt: skip
-    job_def = orchestration.defs.resolve_job_def(orchestration.JOB_NAME)
-    instance = dg.DagsterInstance.ephemeral()
-    with isolated_process_state(tmp_path, env, None) as (out, err):
-        result = job_def.execute_in_process(
-            instance=instance, asset_selection=keys, raise_on_error=False
-        )
-    assert result.success, err.getvalue()[-3000:]
-    logs = out.getvalue() + err.getvalue()
-    logs += "\n".join(str(record) for record in instance.all_logs(result.run_id))
-    assert server.password not in logs and KEY not in logs
+    run = run_job(tmp_path, env, assets=keys)
+    assert run.success, run.logs[-3000:]
+    assert server.password not in run.logs and KEY not in run.logs
     with server.connect(dbname) as connection, connection.cursor() as cursor:
         cursor.execute("select count(*) from eachlabs.executions")
         assert cursor.fetchone() == (EXECUTIONS,)
         cursor.execute("select count(*) from eachlabs.workflow_performance")
         (workflows,) = cursor.fetchone()
-    rows = {
-        event.asset_key.path[-1]: event.event_specific_data.materialization.metadata
-        for event in result.get_asset_materialization_events()
-    }
-    assert rows["executions"]["dagster/row_count"].value == EXECUTIONS
-    assert rows["workflow_performance"]["dagster/row_count"].value == workflows == 8
+    assert run.materialized["executions"]["dagster/row_count"] == EXECUTIONS
+    assert run.materialized["workflow_performance"]["dagster/row_count"] == workflows == 8
     assert not (tmp_path / "dagster.duckdb").exists()
 
 
@@ -275,15 +262,33 @@ def test_nothing_got_worse_passes_when_no_model_did(
     ids = put_executions(simulator, 10)
     env = settings_env(tmp_path, simulator, ORCHESTRATION__WORKFLOWS=json.dumps([WF]))
     keys = [*TABLE_KEYS, *(dg.AssetKey(["eachlabs", view]) for view in VIEWS)]
-    job_def = orchestration.defs.resolve_job_def(orchestration.JOB_NAME)
-    with isolated_process_state(tmp_path, env, None):
-        result = job_def.execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False
-        )
-    assert result.success
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    run = run_job(tmp_path, env, assets=keys)
+    assert run.success, run.logs[-3000:]
+    checks = run.checks
     assert checks["nothing_got_worse"].passed
     assert checks["nothing_got_worse"].description == "no model got worse in the last 7 days"
     assert checks["nothing_got_worse"].metadata["models"].value == []
     assert checks["fetch_error_share"].metadata["requested"].value == len(ids)
     assert not checks["fresh"].passed  # the hand-made executions started in January 2026
+
+
+def test_the_share_counts_every_row_the_run_wrote_to_fetch_errors(
+    tmp_path: Path, simulator_factory: Callable[..., Simulator]
+) -> None:
+    """A failed listing, an unknown ID (404) and an unsafe one: three rows, three errors."""
+    simulator = dagster_simulator(simulator_factory)
+    ids = sorted(simulator.execution_ids)[:5]
+    given = {
+        "workflows": ["wf-unknown", simulator.workflow_ids[0]],
+        "ids_file": str(tmp_path / "ids.txt"),
+    }
+    (tmp_path / "ids.txt").write_text("\n".join([*ids, "missing-id", "bad/id"]) + "\n")
+    with isolated_process_state(tmp_path, settings_env(tmp_path, simulator), None):
+        settings = job.resolve_job_settings(given)
+        summary = job.load(settings)
+    rows = stored(tmp_path / "dagster.duckdb", "select count(*) from eachlabs.fetch_errors")
+    assert summary.error_rows == rows[0][0] == 3  # the listing, the 404, the unsafe ID
+    outcome = job.fetch_error_share(summary, 0.01)
+    assert outcome.metadata["fetch_errors"] == 3
+    assert outcome.metadata["requested"] == summary.requested
+    assert not outcome.passed

@@ -180,27 +180,6 @@ def load(
     )
 
 
-def run_figures(summary: LoadSummary) -> dict[str, int | float]:
-    """The counts of `eachlabs-pipeline load`'s summary line, by name."""
-    fetch = summary.fetch
-    figures: dict[str, int | float] = {
-        "requested": summary.requested,
-        "loaded": fetch.loaded,
-        "skipped_final": summary.skipped_final,
-        "not_found": fetch.not_found,
-        "failed": fetch.failed,
-        "rejected": fetch.rejected,
-        "elapsed_s": round(summary.elapsed_s, 3),
-    }
-    if summary.listings:
-        figures["listed"] = sum(listing.listed for listing in summary.listings)
-        figures["list_pages"] = sum(listing.pages for listing in summary.listings)
-        figures["failed_listings"] = summary.failed_listings
-    if summary.files:
-        figures["bodies_read"] = summary.bodies_read
-    return figures
-
-
 def _frames(settings: JobSettings, queries: Mapping[str, str]) -> dict[str, pd.DataFrame]:
     from pipelines.report import read_frames
 
@@ -241,9 +220,7 @@ def fetch_error_share(summary: LoadSummary, limit: float) -> CheckOutcome:
     list of IDs the API does not know is worth a look. Errors without any requested ID (a
     workflow whose listing failed) are a share of 1.
     """
-    fetch = summary.fetch
-    errors = fetch.failed + fetch.not_found + fetch.rejected + summary.failed_listings
-    requested = summary.requested
+    errors, requested = summary.error_rows, summary.requested
     share = errors / requested if requested else float(errors > 0)
     passed = share <= limit
     verdict = "within" if passed else "over"
