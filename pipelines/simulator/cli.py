@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines import argtypes
 from pipelines.simulator.faults import FaultConfig
 from pipelines.simulator.listing import LIST_ORDERS
 from pipelines.simulator.plans import DEFAULT_RUNNING_SHARE
@@ -40,7 +41,7 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     server.add_argument(
         "--port",
-        type=_non_negative_int,
+        type=argtypes.port,
         default=DEFAULT_PORT,
         help="TCP port; 0 picks a free one (default: %(default)s)",
     )
@@ -52,7 +53,7 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
     data = parser.add_argument_group("data and clock")
     data.add_argument(
         "--executions",
-        type=_non_negative_int,
+        type=argtypes.non_negative_int,
         default=DEFAULT_EXECUTIONS,
         metavar="N",
         help="number of generated executions (default: %(default)s)",
@@ -65,14 +66,14 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--running-share",
-        type=_share,
+        type=argtypes.share,
         default=DEFAULT_RUNNING_SHARE,
         metavar="SHARE",
         help="share of executions still running at start (default: %(default)s)",
     )
     data.add_argument(
         "--time-scale",
-        type=_non_negative_float,
+        type=argtypes.non_negative_float,
         default=DEFAULT_TIME_SCALE,
         metavar="FACTOR",
         help="simulated seconds per real second; 0 freezes the clock (default: %(default)s)",
@@ -94,74 +95,74 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
     faults = parser.add_argument_group("fault injection (all off by default)")
     faults.add_argument(
         "--latency-ms",
-        type=_non_negative_float,
+        type=argtypes.non_negative_float,
         default=0.0,
         metavar="MS",
         help="delay added to every request",
     )
     faults.add_argument(
         "--jitter-ms",
-        type=_non_negative_float,
+        type=argtypes.non_negative_float,
         default=0.0,
         metavar="MS",
         help="extra random delay per request, uniform in [0, MS]",
     )
     faults.add_argument(
         "--rate-limit",
-        type=_positive_float,
+        type=argtypes.positive_float,
         metavar="REQ_PER_S",
         help="token-bucket rate limit; requests over it get 429 with Retry-After",
     )
     faults.add_argument(
         "--rate-limit-burst",
-        type=_positive_int,
+        type=argtypes.positive_int,
         metavar="N",
         help="token-bucket size (default: the rate rounded up)",
     )
     faults.add_argument(
         "--rate-limit-every",
-        type=_positive_int,
+        type=argtypes.positive_int,
         metavar="N",
         help="answer 429 to every N-th request",
     )
     faults.add_argument(
         "--retry-after",
-        type=_non_negative_int,
+        type=argtypes.non_negative_int,
         default=1,
         metavar="SECONDS",
         help="Retry-After of the --rate-limit-every 429s (default: %(default)s)",
     )
     faults.add_argument(
         "--error-rate",
-        type=_share,
+        type=argtypes.share,
         default=0.0,
         metavar="SHARE",
         help="share of requests answered 500, 502 or 503",
     )
     faults.add_argument(
         "--drop-rate",
-        type=_share,
+        type=argtypes.share,
         default=0.0,
         metavar="SHARE",
         help="share of requests whose connection is closed without an answer",
     )
     faults.add_argument(
         "--malformed-rate",
-        type=_share,
+        type=argtypes.share,
         default=0.0,
         metavar="SHARE",
         help="share of 200 answers whose JSON body is truncated or invalid",
     )
     faults.add_argument(
         "--slow-body-ms",
-        type=_non_negative_float,
+        type=argtypes.non_negative_float,
         default=0.0,
         metavar="MS",
         help="send the headers, then dribble the body out over MS milliseconds",
     )
     faults.add_argument(
         "--slow-body-rate",
-        type=_share,
+        type=argtypes.share,
         default=1.0,
         metavar="SHARE",
         help="share of answers sent slowly when --slow-body-ms is set (default: %(default)s)",
@@ -175,7 +176,7 @@ def add_simulator_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     faults.add_argument(
         "--list-insert-per-page",
-        type=_non_negative_int,
+        type=argtypes.non_negative_int,
         default=0,
         metavar="N",
         help="create N new executions of a workflow each time one of its list pages is "
@@ -205,7 +206,7 @@ def add_wait_ready_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/api/v1")
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=argtypes.positive_float,
         default=60.0,
         metavar="SECONDS",
         help="give up after this long (default: %(default)s)",
@@ -336,45 +337,3 @@ def write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
-
-
-def _number(text: str, kind: type) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-
-
-def _non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _share(text: str) -> float:
-    value = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value

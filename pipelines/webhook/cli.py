@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines import argtypes
+from pipelines.cli_io import stamp
 from pipelines.eachlabs.errors import ConfigError
 from pipelines.webhook.settings import (
     DEFAULT_HOST,
@@ -54,20 +55,20 @@ def add_webhook_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port",
-        type=_whole(0, 65535),
+        type=argtypes.port,
         default=DEFAULT_PORT,
         help="TCP port; 0 picks a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--max-body-bytes",
-        type=_whole(1),
+        type=argtypes.positive_int,
         default=DEFAULT_MAX_BODY_BYTES,
         metavar="N",
         help="a larger body gets 413 without being read (default: %(default)s)",
     )
     parser.add_argument(
         "--rotate-bytes",
-        type=_whole(1),
+        type=argtypes.positive_int,
         default=DEFAULT_ROTATE_BYTES,
         metavar="N",
         help="close the open spool file (rename .part to .jsonl) once it holds N bytes "
@@ -75,41 +76,13 @@ def add_webhook_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rotate-seconds",
-        type=_positive_seconds,
+        type=argtypes.positive_float,
         default=DEFAULT_ROTATE_SECONDS,
         metavar="SECONDS",
         help="...or once its first body is this old (default: %(default)s)",
     )
     parser.set_defaults(handler=_cmd_webhook)
     return parser
-
-
-def _whole(low: int, high: int | None = None) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"{value} is not {bounds}")
-        return value
-
-    return parse
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
-    return value
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _webhook_token() -> str:
@@ -144,12 +117,12 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
         url = receiver.base_url
         if receiver.recovered:
             print(
-                f"{_stamp()} renamed {len(receiver.recovered)} file(s) a stopped receiver left "
+                f"{stamp()} renamed {len(receiver.recovered)} file(s) a stopped receiver left "
                 f"open to .jsonl: {', '.join(p.name for p in receiver.recovered)}",
                 flush=True,
             )
         print(
-            f"{_stamp()} receiving webhooks at {url}{WEBHOOK_PATH_PREFIX}*** into "
+            f"{stamp()} receiving webhooks at {url}{WEBHOOK_PATH_PREFIX}*** into "
             f"{args.spool} (health: {url}{HEALTH_PATH}; lock {LOCK_FILE_NAME}); "
             "SIGTERM or Ctrl-C stops",
             flush=True,
@@ -160,7 +133,7 @@ def _cmd_webhook(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     spool = receiver.spool
     print(
-        f"{_stamp()} stopped: {spool.accepted} bodies accepted in {spool.fsyncs} fsyncs, "
+        f"{stamp()} stopped: {spool.accepted} bodies accepted in {spool.fsyncs} fsyncs, "
         f"{spool.files_closed} file(s) closed into {args.spool}",
         flush=True,
     )
