@@ -37,6 +37,7 @@ import orjson
 from pipelines.eachlabs import settings
 from pipelines.eachlabs.client import FetchResult
 from pipelines.eachlabs.errors import ConfigError, FetchError, InvalidIdError, PayloadError
+from pipelines.eachlabs.helpers import error_row
 from pipelines.eachlabs.ids import validate_execution_id
 from pipelines.eachlabs.normalise import parse_timestamp_us
 
@@ -278,14 +279,10 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _error(body_file: BodyFile, line_number: int, problem: str) -> dict[str, Any]:
-    return {
-        "execution_id": None,
-        "http_status": None,
-        "error": f"{body_file.name} line {line_number}: {problem}"[:500],
-        "attempts": 0,
-        "last_attempt_at": int(time.time() * 1_000_000),
-        "workflow_id": None,
-    }
+    # A file name may hold bytes that are not UTF-8: error_row keeps them visible, escaped.
+    return error_row(
+        None, None, f"{body_file.name} line {line_number}: {problem}"[:500], 0, time.time()
+    )
 
 
 def _lines(body_file: BodyFile) -> Iterator[tuple[int, bytes, bool]]:

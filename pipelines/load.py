@@ -372,9 +372,12 @@ def _listing_errors(listed: Listed) -> list[dict[str, Any]]:
     for listing in listed.failed:
         error = listing.error
         assert error is not None
-        row = error_row(None, error.http_status, str(error), error.attempts, time.time())
-        row["workflow_id"] = listing.workflow_id
-        rows.append(row)
+        rows.append(
+            error_row(
+                None, error.http_status, str(error), error.attempts, time.time(),
+                workflow_id=listing.workflow_id,
+            )
+        )  # fmt: skip
     return rows
 
 

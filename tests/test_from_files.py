@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,25 @@ def test_a_body_only_a_faster_parser_reads_is_recorded_not_a_crash(
         "select execution_id, error from eachlabs.fetch_errors"
     )
     assert execution_id == "deep" and "nested too deeply" in error
+
+
+def test_an_unreadable_line_in_a_file_whose_name_is_not_utf8_is_recorded(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """The file's name goes into the fetch_errors row escaped, as a rejected ID does: before,
+    its undecodable byte failed the whole load in dlt's extract step."""
+    folder = tmp_path / "bodies"
+    folder.mkdir()
+    odd = os.fsdecode(b"\xff.jsonl")
+    write_jsonl(folder / odd, [b"not json", json.dumps(one_step_execution("ok")).encode()])
+
+    result = load_files(workspace, "--from-jsonl", str(folder))
+
+    assert result.returncode == 2, result.stderr
+    assert workspace.query("select execution_id from eachlabs.executions") == [("ok",)]
+    [(error,)] = workspace.query("select error from eachlabs.fetch_errors")
+    problem = "not JSON (JSONDecodeError: Expecting value: line 1 column 1 (char 0))"
+    assert error == f"{folder}/\\udcff.jsonl line 1: {problem}"
 
 
 def test_values_a_fast_json_reader_would_change_load_as_the_api_path_reads_them(

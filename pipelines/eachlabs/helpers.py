@@ -146,11 +146,17 @@ def add_result(
 
 
 def error_row(
-    execution_id: str | None, http_status: int | None, error: str, attempts: int, at: float
+    execution_id: str | None,
+    http_status: int | None,
+    error: str,
+    attempts: int,
+    at: float,
+    workflow_id: str | None = None,
 ) -> dict[str, Any]:
-    """A fetch_errors row (`last_attempt_at` in epoch microseconds; execution_id None for a
-    workflow's listing, whose `workflow_id` the caller sets)."""
+    """A fetch_errors row (`last_attempt_at` in epoch microseconds): about one execution, a
+    workflow's listing (`workflow_id`, no execution_id), or neither (a line of a file)."""
     return {
+        "workflow_id": workflow_id,
         # Rejected IDs come from the user and may hold undecodable bytes: keep them visible.
         "execution_id": None
         if execution_id is None
