@@ -32,9 +32,10 @@ from pipelines.eachlabs.settings import (
 )
 from pipelines.selection import Listed, list_workflows, new_marks
 from pipelines.stored import (
+    Catalog,
+    read_catalog,
     store_listing_marks,
     stored_states,
-    stored_summaries,
 )
 from pipelines.summary import LoadSummary
 from pipelines.targets import Db, Session, Target, make_target
@@ -260,14 +261,15 @@ def _plan(
     found = bodies.scan(inputs.files) if inputs.files else None
     from_files = found.ids if found is not None else []
     selection = select_ids([*inputs.ids, *(from_files if inputs.verify else [])])
-    listed = _list(inputs, config, db, dataset, refresh_all)
+    catalog = read_catalog(db, dataset)  # no table changes before the first chunk
+    listed = _list(inputs, config, db, dataset, refresh_all, catalog)
     summary.listings = listed.listings
     by_id = [i for i in selection.valid if i not in listed.ids]
     read = [] if inputs.verify else from_files
     fetched = set(by_id) | listed.ids
     read = [i for i in read if i not in fetched]  # fetched from the API instead
     # Only the run's own IDs are looked up (one query), never every final ID of the dataset.
-    states = stored_states(db, dataset, [*by_id, *read])
+    states = stored_states(db, dataset, [*by_id, *read], catalog)
     final = {execution_id for execution_id, state in states.items() if state.is_final}
     fetch_by_id = by_id if refresh_all else [i for i in by_id if i not in final]
     # A body read from a file may be older than the row (a late retry of a delivery): one
@@ -279,9 +281,10 @@ def _plan(
     ]
     # Executions fetched by ID or read keep the summary columns a listing stored for them.
     summaries = {
-        **stored_summaries(db, dataset, [*fetch_by_id, *read_now]),
+        **{i: states[i].summary for i in [*fetch_by_id, *read_now] if i in states},
         **listed.summaries,
     }
+    summaries = {i: values for i, values in summaries.items() if values is not None}
     ids = listed.to_fetch + fetch_by_id
     first_errors = _listing_errors(listed) + (found.errors if found is not None else [])
     unread = len(found.errors) if found is not None else 0
@@ -351,6 +354,7 @@ def _list(
     db: Db,
     dataset: str,
     refresh_all: bool,
+    catalog: Catalog,
 ) -> Listed:
     """List the run's workflows (nothing when there are none)."""
     if not inputs.workflows:
@@ -360,7 +364,7 @@ def _list(
         return list_workflows(
             client, db, dataset, inputs.workflows, inputs.bulk_id,
             overlap_us=int(config.listing_overlap_s * 1e6), full_listing=inputs.full_listing,
-            refresh_all=refresh_all, on_listed=inputs.on_listed,
+            refresh_all=refresh_all, on_listed=inputs.on_listed, catalog=catalog,
         )  # fmt: skip
     finally:
         client.close()

@@ -5,7 +5,7 @@
   summary `updated_at` is newer than the stored one, or never listed before (their summary
   columns are stored with the details). The rest are unchanged: no request at all.
 - A given ID that is also listed follows the listing's rule and gets its summary.
-- An execution fetched by ID only keeps the summary columns stored for it (`stored_summaries`).
+- An execution fetched by ID only keeps the summary columns stored for it (`stored_states`).
 
 After the run's last commit, `new_marks` gives each fully listed (workflow, bulk) its next
 high-water mark: the newest `created_at` listed, held back to the oldest listed execution that
@@ -24,7 +24,14 @@ from typing import Any
 from pipelines.eachlabs.client import EachlabsClient
 from pipelines.eachlabs.errors import TransientError
 from pipelines.eachlabs.listing import PAGE_SIZE, ListedExecution, WorkflowListing, list_workflow
-from pipelines.stored import StoredState, listing_marks, stored_states, unfinished_ids
+from pipelines.stored import (
+    Catalog,
+    StoredState,
+    listing_marks,
+    read_catalog,
+    stored_states,
+    unfinished_ids,
+)
 from pipelines.targets.base import Db
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,7 @@ def list_workflows(
     full_listing: bool,
     refresh_all: bool,
     on_listed: Callable[[WorkflowListing], None] | None = None,
+    catalog: Catalog | None = None,
 ) -> Listed:
     """List each workflow (once; with `bulk_id`, only that bulk operation's executions) and
     choose which executions need their details (see the module docstring).
@@ -76,7 +84,8 @@ def list_workflows(
         AuthError, ConfigError: as the client does, or the API cannot be reached at all (the
             first listing could not connect); nothing is loaded.
     """
-    marks = {} if full_listing or refresh_all else listing_marks(db, dataset)
+    catalog = catalog or read_catalog(db, dataset)  # no table changes while listing
+    marks = {} if full_listing or refresh_all else listing_marks(db, dataset, catalog)
     listed = Listed()
     for workflow_id in dict.fromkeys(workflows):
         listing = WorkflowListing(workflow_id, bulk_id, marks.get((workflow_id, bulk_id or "")))
@@ -84,7 +93,7 @@ def list_workflows(
         executions = list_workflow(client, listing, overlap_us=overlap_us, seen=listed.ids)
         for page in _pages(executions):
             ids = [execution.execution_id for execution in page]
-            states = {} if refresh_all else stored_states(db, dataset, ids)
+            states = {} if refresh_all else stored_states(db, dataset, ids, catalog)
             for execution in page:
                 state = states.get(execution.execution_id)
                 if state and state.is_final and not _is_newer(execution, state):
@@ -123,11 +132,12 @@ def new_marks(
             they do not hold a mark back.
     """
     marks: dict[tuple[str, str], int] = {}
+    catalog = read_catalog(db, dataset)  # after the run's chunks: as they left the tables
     for listing, fetched in zip(listed.listings, listed._fetched, strict=True):
         if not listing.is_complete or listing.newest_created_us is None:
             continue
         mark = min(listing.newest_created_us, listed_at_us)
-        for execution_id in unfinished_ids(db, dataset, fetched.keys() - not_found):
+        for execution_id in unfinished_ids(db, dataset, fetched.keys() - not_found, catalog):
             created_us = fetched[execution_id]
             if created_us is None:  # cannot be placed: the next run lists fully
                 break

@@ -26,38 +26,52 @@ MARKS_TABLE = "listing_marks"
 
 @dataclass(frozen=True)
 class StoredState:
-    """An execution as stored: whether it needs no new fetch by ID, whether a listing stored
-    its summary, and its `updated_at`."""
+    """An execution as stored: whether it needs no new fetch by ID, its `updated_at`, and the
+    summary columns a listing stored for it (None if it was never listed)."""
 
     is_final: bool  # a terminal status, and not among the latest run's fetch_errors
     updated_us: int | None
-    was_listed: bool = False
+    summary: tuple[Any, ...] | None = None
+
+    @property
+    def was_listed(self) -> bool:
+        return self.summary is not None
 
 
-def table_names(db: Db, dataset: str) -> set[str]:
+@dataclass(frozen=True)
+class Catalog:
+    """The dataset's tables and their columns (name -> `YES` / `NO`: nullable), read in one
+    query. A run reads it once before its first chunk and once after its last: in between
+    only dlt changes the tables."""
+
+    columns: Mapping[str, Mapping[str, str]]
+
+    @property
+    def tables(self) -> set[str]:
+        return set(self.columns)
+
+    def has_summary(self) -> bool:
+        """`executions` has the summary columns (a version before listing lacked them)."""
+        return set(SUMMARY_TYPES) <= set(self.columns.get("executions", {}))
+
+
+def read_catalog(db: Db, dataset: str) -> Catalog:
     rows = db.rows(
-        "select table_name from information_schema.tables"
+        "select table_name, column_name, is_nullable from information_schema.columns"
         " where table_catalog = current_database() and table_schema = ?",
         [dataset],
     )
-    return {row[0] for row in rows}
-
-
-def column_nullability(db: Db, dataset: str, table: str) -> dict[str, str]:
-    """Each column of `table` and whether it is nullable (`YES` / `NO`)."""
-    rows = db.rows(
-        "select column_name, is_nullable from information_schema.columns where table_catalog = "
-        "current_database() and table_schema = ? and table_name = ?",
-        [dataset, table],
-    )
-    return {row[0]: row[1] for row in rows}
+    columns: dict[str, dict[str, str]] = {}
+    for table, column, nullable in rows:
+        columns.setdefault(table, {})[column] = nullable
+    return Catalog(columns)
 
 
 def _terminal_list() -> str:
     return ", ".join(f"'{s}'" for s in sorted(settings.TERMINAL_STATUSES))
 
 
-def _failing(db: Db, dataset: str, tables: set[str]) -> str:
+def _failing(dataset: str, tables: set[str]) -> str:
     """SQL: whether `e.execution_id` failed in the latest run."""
     if "fetch_errors" not in tables:
         return "false"
@@ -67,54 +81,42 @@ def _failing(db: Db, dataset: str, tables: set[str]) -> str:
     )
 
 
-def stored_states(db: Db, dataset: str, ids: Sequence[str]) -> dict[str, StoredState]:
-    """The stored state of those of `ids` that are stored (one query, any number of IDs)."""
-    tables = table_names(db, dataset)
-    if not ids or "executions" not in tables:
+def stored_states(
+    db: Db, dataset: str, ids: Sequence[str], catalog: Catalog | None = None
+) -> dict[str, StoredState]:
+    """The stored state of those of `ids` that are stored, with the summary columns of those
+    ever listed (as `summaries.summary_values` gives them, timestamps in epoch microseconds:
+    a load by ID carries them over instead of wiping them). One query, any number of IDs;
+    `catalog` (default: read now) says which tables and columns exist."""
+    if not ids:
         return {}
-    has_summary = set(SUMMARY_TYPES) <= set(column_nullability(db, dataset, "executions"))
-    updated = db.epoch_us("e.updated_at") if has_summary else "null"
-    was_listed = (
-        "(" + " or ".join(f"e.{name} is not null" for name in SUMMARY_TYPES) + ")"
-        if has_summary
-        else "false"
-    )
+    catalog = catalog or read_catalog(db, dataset)
+    if "executions" not in catalog.tables:
+        return {}
+    if catalog.has_summary():
+        updated = db.epoch_us("e.updated_at")
+        summary = ", ".join(
+            db.epoch_us(f"e.{name}") if type_ == TIMESTAMP else f"cast(e.{name} as varchar)"
+            if name == "cost" else f"e.{name}"
+            for name, type_ in SUMMARY_TYPES.items()
+        )  # fmt: skip
+        was_listed = " or ".join(f"e.{name} is not null" for name in SUMMARY_TYPES)
+    else:
+        updated, summary, was_listed = "null", "null", "false"
     rows = db.rows(
         f"select e.execution_id, coalesce(e.status in ({_terminal_list()}), false) "
-        f"and not {_failing(db, dataset, tables)}, {updated}, {was_listed} "
+        f"and not {_failing(dataset, catalog.tables)}, {updated}, ({was_listed}), {summary} "
         f'from "{dataset}".executions e where e.execution_id in '
         f"(select unnest({db.text_array()}))",
         [list(ids)],
     )
-    return {row[0]: StoredState(*row[1:]) for row in rows}
+    return {row[0]: StoredState(row[1], row[2], tuple(row[4:]) if row[3] else None) for row in rows}
 
 
-def stored_summaries(db: Db, dataset: str, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
-    """The summary column values stored for those of `ids` that were ever listed, as
-    `summaries.summary_values` gives them (timestamps in epoch microseconds): a load by ID
-    carries them over instead of wiping them."""
-    if not ids or "executions" not in table_names(db, dataset):
-        return {}
-    if not set(SUMMARY_TYPES) <= set(column_nullability(db, dataset, "executions")):
-        return {}
-    selected = ", ".join(
-        db.epoch_us(name) if type_ == TIMESTAMP else f"cast({name} as varchar)"
-        if name == "cost" else name
-        for name, type_ in SUMMARY_TYPES.items()
-    )  # fmt: skip
-    listed = " or ".join(f"{name} is not null" for name in SUMMARY_TYPES)  # was listed
-    rows = db.rows(
-        f'select execution_id, {selected} from "{dataset}".executions '
-        f"where execution_id in (select unnest({db.text_array()})) and ({listed})",
-        [list(ids)],
-    )
-    return {row[0]: tuple(row[1:]) for row in rows}
-
-
-def listing_marks(db: Db, dataset: str) -> dict[tuple[str, str], int]:
+def listing_marks(db: Db, dataset: str, catalog: Catalog) -> dict[tuple[str, str], int]:
     """Each listed (workflow_id, bulk_id or '') and its high-water mark of `created_at`
     (epoch microseconds)."""
-    if MARKS_TABLE not in table_names(db, dataset):
+    if MARKS_TABLE not in catalog.tables:
         return {}
     rows = db.rows(
         f"select workflow_id, bulk_id, {db.epoch_us('created_at_mark')} "
@@ -161,12 +163,13 @@ def upgrade_tables(db: Db, dataset: str) -> None:
     - `fetch_errors.execution_id` was NOT NULL; a row about a workflow's listing has none.
     (New columns need nothing: dlt adds them on the first load that carries them.)
     """
-    if column_nullability(db, dataset, "fetch_errors").get("execution_id") == "NO":
+    errors = read_catalog(db, dataset).columns.get("fetch_errors", {})
+    if errors.get("execution_id") == "NO":
         db.execute(f'alter table "{dataset}".fetch_errors alter column execution_id drop not null')
 
 
-def unfinished_ids(db: Db, dataset: str, ids: Iterable[str]) -> set[str]:
+def unfinished_ids(db: Db, dataset: str, ids: Iterable[str], catalog: Catalog) -> set[str]:
     """Those of `ids` not stored with a final status (see `StoredState.is_final`)."""
     wanted = list(ids)
-    states = stored_states(db, dataset, wanted)
+    states = stored_states(db, dataset, wanted, catalog)
     return {i for i in wanted if i not in states or not states[i].is_final}

@@ -260,12 +260,12 @@ def _take_lock(connection: Any, key: tuple[int, int], wait_s: float, where: str)
 
 def create_indexes(db: Db, dataset: str) -> bool:
     """Create the missing indexes of `INDEXES` whose table exists; whether all exist now."""
-    from pipelines.stored import column_nullability, table_names
+    from pipelines.stored import read_catalog
 
-    tables = table_names(db, dataset)
+    existing = read_catalog(db, dataset).columns
     done = True
     for table, columns in INDEXES:
-        if table not in tables or not set(columns) <= set(column_nullability(db, dataset, table)):
+        if not set(columns) <= set(existing.get(table, {})):
             done = False
             continue
         name = f"{table}_{'_'.join(columns)}_idx"
