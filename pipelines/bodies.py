@@ -74,7 +74,6 @@ class BodyFile:
 @dataclass
 class _Winner:
     rank: tuple[int, int, int, int]  # (is final, completed_at, file, line)
-    size: int
 
 
 @dataclass
@@ -131,11 +130,7 @@ def spool_files(spool: Path, *, include_open: bool = False) -> list[BodyFile]:
     """The closed files of a webhook spool (and its open ones with `include_open`), oldest
     first (their names start with the time they were opened).
 
-    Raises:
-        ConfigError: the folder does not exist.
     """
-    if not spool.is_dir():
-        raise ConfigError(f"--from-spool {spool}: no such folder")
     suffixes = (CLOSED_SUFFIX, OPEN_SUFFIX) if include_open else (CLOSED_SUFFIX,)
     files = []
     for path in sorted(f for f in spool.iterdir() if f.suffix in suffixes):
@@ -173,7 +168,7 @@ def scan(files: list[BodyFile]) -> BodyScan:
                 result.duplicates += 1
                 if known.rank > rank:
                     continue
-            result.winners[execution_id] = _Winner(rank, len(line))
+            result.winners[execution_id] = _Winner(rank)
     return result
 
 
@@ -207,15 +202,12 @@ def move_loaded(files: list[BodyFile], spool: Path) -> int:
     them), and so does every file that is not the spool's own (`--from-jsonl`, stdin)."""
     target = spool / LOADED_FOLDER
     moved = 0
-    own = {
-        body_file.path
-        for body_file in files
-        if body_file.is_spool
-        and body_file.path.suffix == CLOSED_SUFFIX
-        and body_file.path.parent.resolve() == spool.resolve()
-    }
-    for path in sorted(own):
+    own = sorted(  # is_spool: listed by spool_files(spool)
+        f.path for f in files if f.is_spool and f.path.suffix == CLOSED_SUFFIX
+    )
+    if own:
         target.mkdir(exist_ok=True)
+    for path in own:
         os.replace(path, target / path.name)
         moved += 1
     if moved:

@@ -10,23 +10,9 @@ import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from pipelines.eachlabs import settings
-from pipelines.eachlabs.errors import (
-    AuthError,
-    ConfigError,
-    EachlabsError,
-    LockedError,
-    ViewError,
-)
-from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
-from pipelines.targets import DESTINATIONS
-
-if TYPE_CHECKING:
-    pass
-
-from pipelines.cli_io import (  # noqa: E402
+from pipelines.cli_io import (
     dlt_failure_message,
     err,
     install_log_filters,
@@ -39,6 +25,16 @@ from pipelines.cli_io import (  # noqa: E402
     print_summary,
     read_ids,
 )
+from pipelines.eachlabs import settings
+from pipelines.eachlabs.errors import (
+    AuthError,
+    ConfigError,
+    EachlabsError,
+    LockedError,
+    ViewError,
+)
+from pipelines.eachlabs.settings import DEFAULT_DATASET, DEFAULT_DB_PATH
+from pipelines.targets import DESTINATIONS
 
 # This module imports neither dlt, DuckDB nor pandas (about a second together): each command
 # imports what it needs when it runs, so `--help` and `--version` answer at once.

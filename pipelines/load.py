@@ -36,6 +36,7 @@ from pipelines.stored import (
     read_catalog,
     store_listing_marks,
     stored_states,
+    upgrade_tables,
 )
 from pipelines.summary import LoadSummary
 from pipelines.targets import Db, Session, Target, make_target
@@ -208,7 +209,7 @@ def _run_load(
         destination=target.dlt_destination(),
         dataset_name=target.dataset,
     )
-    session.upgrade()  # before anything of this version is loaded
+    upgrade_tables(session.db, target.dataset)  # before anything of this version is loaded
     if pipeline.has_pending_data:
         # An earlier run was interrupted after fetching: finish loading what it fetched first,
         # so that this run starts from exact tables. (If nothing was ever loaded, dlt discards

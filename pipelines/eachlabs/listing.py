@@ -8,7 +8,7 @@ Pages are read with `limit=100` until `offset` is null or a page is empty. The A
 no order and new executions arriving while a client pages shift the pages, so:
 
 - an execution seen on two pages is listed once (`seen` is shared with the rest of the run);
-- `total_count` is only reported, never trusted to end the paging;
+- `total_count` is not read: it never ends the paging;
 - an incremental listing (a high-water mark from the last run) stops after the first page
   whose executions were all created before `mark - overlap`, and only while every page read
   so far was newest-first by `created_at`; otherwise it lists the workflow fully and logs
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipelines.eachlabs.client import EachlabsClient
@@ -42,7 +42,6 @@ class ListedExecution:
     """One execution as a list page shows it."""
 
     execution_id: str
-    status: Any
     #: The values of its summary columns in `SUMMARY_TYPES` order (`summary_values`).
     summary: tuple[Any, ...]
 
@@ -66,10 +65,8 @@ class WorkflowListing:
         listed: Executions listed (each once; those already listed by an earlier workflow of
             the run are not counted again).
         unusable_items: Items of a page without a safe `execution_id` string (not loaded).
-        total_count: The API's last `total_count`, for progress only.
         newest_created_us: The newest `created_at` listed (None: nothing listed).
         stopped_at_mark: The listing ended at the mark instead of the last page.
-        out_of_order: Why the pages were not newest-first (then the listing went on fully).
         is_complete: Every page up to the end (or the mark) was read.
         error: Why the listing stopped early (404, retries used up, a bad page); what it had
             listed until then is still loaded.
@@ -81,13 +78,10 @@ class WorkflowListing:
     pages: int = 0
     listed: int = 0
     unusable_items: int = 0
-    total_count: int | None = None
     newest_created_us: int | None = None
     stopped_at_mark: bool = False
-    out_of_order: str | None = None
     is_complete: bool = False
     error: FetchError | None = None
-    attempts: int = 0
 
     def describe(self) -> str:
         """One line for the user: what was listed and how it ended."""
@@ -115,7 +109,6 @@ class _OrderCheck:
 
     previous_us: int | None = None
     problem: str | None = None
-    seen_any: bool = field(default=False)
 
     def check(self, created_us: int | None, execution_id: str, offset: int) -> None:
         if self.problem is not None:
@@ -164,6 +157,7 @@ def _pages(
 ) -> Iterator[ListedExecution]:
     """`list_workflow` without its closing warning."""
     order = _OrderCheck()
+    warned = False  # that the list is not newest-first
     stop_before_us = None if listing.mark_us is None else listing.mark_us - overlap_us
     offset = 0
     while True:
@@ -175,10 +169,6 @@ def _pages(
             listing.error = exc
             return
         listing.pages += 1
-        listing.attempts += attempts
-        total = page.get("total_count")
-        if isinstance(total, int) and not isinstance(total, bool):
-            listing.total_count = total
         items = page["executions"]
         if not items:
             listing.is_complete = True
@@ -202,15 +192,15 @@ def _pages(
                 seen.add(listed.execution_id)
                 listing.listed += 1
                 yield listed
-        if order.problem is not None and listing.out_of_order is None:
-            listing.out_of_order = order.problem
+        if order.problem is not None and not warned:
+            warned = True
             if stop_before_us is not None:
                 logger.warning(
                     "workflow %s: the list is not newest-first by created_at (%s); listing "
                     "it fully instead of stopping at the last run's mark",
                     listing.workflow_id, order.problem,
                 )  # fmt: skip
-        if is_all_older and listing.out_of_order is None:
+        if is_all_older and order.problem is None:
             listing.stopped_at_mark = listing.is_complete = True
             return
         next_offset = page.get("offset")
@@ -237,4 +227,4 @@ def _listed_execution(item: Any) -> ListedExecution | None:
         execution_id = validate_execution_id(item.get("execution_id"))  # type: ignore[arg-type]
     except InvalidIdError:
         return None
-    return ListedExecution(execution_id, item.get("status"), summary_values(item))
+    return ListedExecution(execution_id, summary_values(item))

@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 class Db(ABC):
     """The loader's own queries against a destination: `?` placeholders, one dialect each."""
 
-    dialect: ClassVar[str]
-
     @abstractmethod
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a query and return its rows."""
@@ -57,17 +55,6 @@ class Session(ABC):
     db: Db
     #: This run created the destination's storage (a new DuckDB file).
     created: bool = False
-
-    def upgrade(self) -> None:
-        """Bring tables an older version created up to what this one writes."""
-        from pipelines.stored import upgrade_tables
-
-        upgrade_tables(self.db, self.dataset)
-
-    @property
-    @abstractmethod
-    def dataset(self) -> str:
-        """The schema of the tables and views."""
 
     @abstractmethod
     def load_chunk(self, pipeline: Any, source: Any) -> bool:

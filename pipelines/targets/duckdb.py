@@ -34,8 +34,6 @@ from pipelines.targets.base import Db, Session, Target
 
 
 class DuckDb(Db):
-    dialect = "duckdb"
-
     def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
         self.connection = connection
 
@@ -65,10 +63,6 @@ class DuckDbSession(Session):
         self.created = created
         self._dataset = dataset
         self.checkpoints = Checkpoints(connection, dataset)
-
-    @property
-    def dataset(self) -> str:
-        return self._dataset
 
     def load_chunk(self, pipeline: Any, source: Any) -> bool:
         from pipelines.dlt_run import load_chunk

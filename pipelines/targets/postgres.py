@@ -52,8 +52,6 @@ INDEXES = (
 
 
 class PostgresDb(Db):
-    dialect = "postgres"
-
     def __init__(self, connection: Any) -> None:
         self.connection = connection  # autocommit
 
@@ -85,10 +83,6 @@ class PostgresSession(Session):
         self.db = PostgresDb(connection)
         self._dataset = dataset
         self._has_indexes = False
-
-    @property
-    def dataset(self) -> str:
-        return self._dataset
 
     def load_chunk(self, pipeline: Any, source: Any) -> bool:
         """One chunk through dlt, as INSERT statements: dlt would pick CSV `COPY` for Arrow

@@ -81,7 +81,6 @@ class _OpenFile:
     fd: int
     created_at: float
     size: int = 0
-    lines: int = 0
 
 
 class Spool:
@@ -250,7 +249,6 @@ class Spool:
             file = self._file
             self._write_line(file, line)
             file.size += len(line)
-            file.lines += 1
             self._written += 1
             self._wait_durable(self._written)
             self.accepted += 1
