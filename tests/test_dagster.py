@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 import pytest
 from dagster_helpers import (
     EXECUTIONS,
@@ -292,3 +293,35 @@ def test_the_share_counts_every_row_the_run_wrote_to_fetch_errors(
     assert outcome.metadata["fetch_errors"] == 3
     assert outcome.metadata["requested"] == summary.requested
     assert not outcome.passed
+
+
+def test_the_views_are_applied_once_per_run(
+    tmp_path: Path, simulator_factory: Callable[..., Simulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load applies the views at its end, so the views step of the same run only reads
+    them; a run of the views alone (after a change to sql/) applies them itself."""
+    from pipelines import load
+
+    applied: list[str] = []
+    apply_views = load.apply_views
+
+    def counted(*args: Any, **kwargs: Any) -> list[str]:
+        applied.append("views step")
+        return apply_views(*args, **kwargs)
+
+    monkeypatch.setattr(load, "apply_views", counted)
+    simulator = simulator_factory(executions=0, api_key=KEY)
+    put_executions(simulator, 10)
+    env = settings_env(tmp_path, simulator, ORCHESTRATION__WORKFLOWS=json.dumps([WF]))
+    views = [dg.AssetKey(["eachlabs", view]) for view in VIEWS]
+
+    loaded = run_job(tmp_path, env, assets=[*TABLE_KEYS, *views])
+    assert loaded.success, loaded.logs[-3000:]
+    assert applied == []
+    with duckdb.connect(str(tmp_path / "dagster.duckdb")) as connection:
+        connection.execute("drop view eachlabs.workflow_performance")
+
+    only_views = run_job(tmp_path, env, assets=views)
+    assert only_views.success, only_views.logs[-3000:]
+    assert applied == ["views step"]
+    assert only_views.materialized["workflow_performance"]["dagster/row_count"] == 1

@@ -165,13 +165,16 @@ def _check_result(
     can_subset=True,
 )
 def eachlabs_views(context: dg.AssetExecutionContext, eachlabs: EachlabsResource) -> Iterator[Any]:
-    """`eachlabs-pipeline views`, then each selected view's rows and fingerprint."""
-    from pipelines.load import apply_views
+    """Each selected view's rows and fingerprint; first `eachlabs-pipeline views`, unless the
+    run loaded the tables, which applied the views at its end."""
+    from pipelines import load
 
     settings = eachlabs.settings()
     selected = {key.path[-1] for key in context.selected_asset_keys}
+    run_selection = context.run.asset_selection  # None: the job's whole graph
     with _clear_failure():
-        apply_views(settings.destination, Path(settings.db_path), settings.dataset)
+        if run_selection is not None and _key("executions") not in run_selection:
+            load.apply_views(settings.destination, Path(settings.db_path), settings.dataset)
         kinds = {view.name: view.kind for view in VIEWS if view.name in selected}
         states = job.view_states(settings, kinds)
     for name, (rows, fingerprint) in states.items():
