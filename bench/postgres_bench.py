@@ -36,10 +36,11 @@ from typing import Any
 from unittest import mock
 
 from pipelines.simulator import Simulator, SimulatorConfig
+from pipelines.views import LOADER_TABLES
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 #: The four tables of a load, in the order they are compared and copied.
-TABLES = ("executions", "step_outputs", "step_params", "fetch_errors")
+TABLES = LOADER_TABLES
 #: dlt's own columns: different in every load, so left out of the comparison.
 DLT_COLUMNS = ("_dlt_load_id", "_dlt_id")
 #: The schemas of the run: the loads with dlt's choice of format, with insert_values forced

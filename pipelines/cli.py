@@ -366,12 +366,9 @@ def _cmd_views(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import terminal_report
-    from pipelines.target import check_dataset_name, check_target
+    from pipelines.targets import make_target
 
-    if args.destination == "duckdb":
-        check_target(args.db, args.dataset)
-    else:
-        check_dataset_name(args.dataset)
+    make_target(args.destination, args.db, args.dataset)  # its names and credentials, checked
     if args.param and args.out is None:
         raise ConfigError("-p/--param sets a parameter of the notebook report: add --out DIR")
     if args.param:

@@ -27,13 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines.eachlabs.errors import ConfigError
-from pipelines.report_sources import (
-    REPORT_VIEWS,
-    describe_source,
-    literal,
-    open_views,
-    quote,
-)
+from pipelines.report_sources import REPORT_VIEWS, describe_source, open_views
+from pipelines.views import literal, quote
 
 #: Which rows of the base views (`execution_runs`, `step_runs`) the report counts: as in every
 #: reporting view, not a dry run (it called no model) and not soft-deleted (its owner removed

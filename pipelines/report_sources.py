@@ -34,14 +34,6 @@ REPORT_VIEWS = (
 )
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @dataclass(frozen=True)
 class _Views:
     """An open, read-only connection to the views: `frame(sql)` runs a query (the dataset's

@@ -112,9 +112,7 @@ class MacroDefinition:
         head = _MACRO_HEAD.match(self.sql)
         assert head is not None  # checked by discover_macros
         return (
-            self.sql[: head.start(2)]
-            + f"{_quote(schema)}.{head.group(2)}"
-            + self.sql[head.end(2) :]
+            self.sql[: head.start(2)] + f"{quote(schema)}.{head.group(2)}" + self.sql[head.end(2) :]
         )
 
 
@@ -259,7 +257,8 @@ def order_views(views: list[ViewFile]) -> list[ViewFile]:
     return ordered
 
 
-def _quote(identifier: str) -> str:
+def quote(identifier: str) -> str:
+    """An SQL identifier, double-quoted."""
     return '"' + identifier.replace('"', '""') + '"'
 
 
@@ -351,7 +350,7 @@ def view_statements(
             pending.remove(macro)
         statements.append(
             Statement(
-                f"create or replace view {_quote(dataset)}.{_quote(view.name)} as\n{view.sql}\n",
+                f"create or replace view {quote(dataset)}.{quote(view.name)} as\n{view.sql}\n",
                 view.path,
                 f"view {view.name}",
             )
@@ -393,7 +392,7 @@ def apply_views(
     (saved_search_path,) = connection.execute("select current_setting('search_path')").fetchone()
     connection.begin()
     try:
-        connection.execute(f"set search_path = {_literal(_quote(dataset))}")
+        connection.execute(f"set search_path = {literal(quote(dataset))}")
         for statement in statements:
             _create(connection, statement)
     except BaseException:
@@ -401,14 +400,15 @@ def apply_views(
         raise
     finally:
         if saved_search_path:
-            connection.execute(f"set search_path = {_literal(saved_search_path)}")
+            connection.execute(f"set search_path = {literal(saved_search_path)}")
         else:
             connection.execute("reset search_path")
     connection.commit()
     return [view.name for view in views]
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """An SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 

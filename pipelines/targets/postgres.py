@@ -306,7 +306,9 @@ def _recreate_views(
     connection: Any, dataset: str, names: list[str], statements: Any, digest: str
 ) -> None:
     """Drop and create every view and function in one transaction, under lock_timeout."""
-    from pipelines.eachlabs.errors import ViewError
+    import psycopg2.errors
+
+    from pipelines.views import ViewApplyError
 
     connection.autocommit = False
     try:
@@ -318,10 +320,12 @@ def _recreate_views(
             for statement in statements:
                 try:
                     cursor.execute(statement.sql)
-                except Exception as exc:
-                    if type(exc).__name__ == "LockNotAvailable":
-                        raise
-                    raise ViewError(f"{statement.path}: {statement.what} failed: {exc}") from exc
+                except psycopg2.errors.LockNotAvailable:
+                    raise  # a reader holds a view: the caller tries again
+                except psycopg2.Error as exc:
+                    raise ViewApplyError(
+                        f"{statement.path}: {statement.what} failed: {exc}"
+                    ) from exc
             cursor.execute(f'delete from "{dataset}".{VIEWS_TABLE}')
             cursor.execute(f'insert into "{dataset}".{VIEWS_TABLE} values (%s, now())', [digest])
         connection.commit()
