@@ -73,8 +73,7 @@ def load_lock(db_path: Path, wait_s: float) -> Iterator[HeldLock]:
         os.close(fd)  # its holder deleted the file we waited on: lock the one now at the path
     held = HeldLock(path, created)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        record_holder(fd)
         try:
             yield held
         finally:
@@ -96,12 +95,12 @@ def _lock(fd: int, deadline: float, db_path: Path, path: Path, wait_s: float) ->
             if not has_said_so and time.monotonic() < deadline:
                 log.warning(
                     "another load into %s is running (PID %s); waiting up to %g s for it "
-                    "to finish (--lock-wait)", db_path, _holder(fd), wait_s,
+                    "to finish (--lock-wait)", db_path, holder(fd), wait_s,
                 )  # fmt: skip
                 has_said_so = True
             if time.monotonic() >= deadline:
                 raise LockedError(
-                    f"another load into {db_path} is running (PID {_holder(fd)}, lock "
+                    f"another load into {db_path} is running (PID {holder(fd)}, lock "
                     f"file {path}); waited {wait_s:g} s. Nothing was changed: run again "
                     "when it has finished, or raise --lock-wait"
                 ) from None
@@ -116,7 +115,13 @@ def _is_at(fd: int, path: Path) -> bool:
         return False
 
 
-def _holder(fd: int) -> str:
-    """The PID the holder wrote into the lock file ('unknown' if it has not yet)."""
+def record_holder(fd: int) -> None:
+    """Write this process's PID into the lock file `fd` it holds (for `holder`)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def holder(fd: int) -> str:
+    """The PID the holder wrote into the lock file `fd` ('unknown' if it has not yet)."""
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return text if text.isdigit() else "unknown"

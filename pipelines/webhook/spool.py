@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.eachlabs.errors import EachlabsError
+from pipelines.lock import holder, record_holder
 from pipelines.webhook.settings import (
     CLOSED_SUFFIX,
     DEFAULT_ROTATE_BYTES,
@@ -186,15 +187,13 @@ class Spool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            pid = holder(fd)
             os.close(fd)
-            holder = text if text.isdigit() else "unknown"
             raise SpoolBusyError(
-                f"another webhook receiver (PID {holder}) holds the spool {self.directory} "
+                f"another webhook receiver (PID {pid}) holds the spool {self.directory} "
                 f"(lock file {path}); two receivers never share a spool"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        record_holder(fd)
         self._lock_fd = fd
 
     def _release(self) -> None:
@@ -395,28 +394,32 @@ class Spool:
 
     def health(self) -> dict[str, Any]:
         """The spool's state for `GET /healthz`: what waits to be loaded, what was accepted."""
-        with self._cond:
+        with self._cond:  # the writer's state; the folders are listed without holding it
             now = self._clock()
-            waiting_files, waiting_bytes, times = 0, 0, []
-            for entry in os.scandir(self.directory):
-                if entry.name.endswith(CLOSED_SUFFIX) and entry.is_file(follow_symlinks=False):
-                    stat = entry.stat()
-                    waiting_files += 1
-                    waiting_bytes += stat.st_size
-                    times.append(name_time(entry.name) or stat.st_mtime)
-            if self._file is not None:
-                times.append(self._file.created_at)
-            loaded_files = 0
-            loaded = self.directory / LOADED_DIR_NAME
-            if loaded.is_dir():
-                loaded_files = sum(1 for entry in os.scandir(loaded) if entry.is_file())
-            return {
-                "status": "failing" if self._failure else "ok",
-                "files_waiting": waiting_files,
-                "bytes_waiting": waiting_bytes,
-                "open_file_bytes": self._file.size if self._file is not None else 0,
-                "oldest_waiting_age_s": round(max(0.0, now - min(times)), 3) if times else None,
-                "accepted_since_start": self.accepted,
-                "fsyncs_since_start": self.fsyncs,
-                "files_loaded": loaded_files,
-            }
+            failing = self._failure is not None
+            open_since = self._file.created_at if self._file is not None else None
+            open_bytes = self._file.size if self._file is not None else 0
+            accepted, fsyncs = self.accepted, self.fsyncs
+        waiting_files, waiting_bytes, times = 0, 0, []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(CLOSED_SUFFIX) and entry.is_file(follow_symlinks=False):
+                stat = entry.stat()
+                waiting_files += 1
+                waiting_bytes += stat.st_size
+                times.append(name_time(entry.name) or stat.st_mtime)
+        if open_since is not None:
+            times.append(open_since)
+        loaded_files = 0
+        loaded = self.directory / LOADED_DIR_NAME
+        if loaded.is_dir():
+            loaded_files = sum(1 for entry in os.scandir(loaded) if entry.is_file())
+        return {
+            "status": "failing" if failing else "ok",
+            "files_waiting": waiting_files,
+            "bytes_waiting": waiting_bytes,
+            "open_file_bytes": open_bytes,
+            "oldest_waiting_age_s": round(max(0.0, now - min(times)), 3) if times else None,
+            "accepted_since_start": accepted,
+            "fsyncs_since_start": fsyncs,
+            "files_loaded": loaded_files,
+        }
