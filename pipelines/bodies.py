@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import gzip
-import json
 import logging
 import os
 import shutil
@@ -35,6 +34,7 @@ from typing import IO, Any
 import orjson
 
 from pipelines.eachlabs import settings
+from pipelines.eachlabs.answers import strict_json
 from pipelines.eachlabs.client import FetchResult
 from pipelines.eachlabs.errors import ConfigError, FetchError, InvalidIdError, PayloadError
 from pipelines.eachlabs.helpers import error_row
@@ -233,10 +233,10 @@ def _rank(line: bytes, file_number: int, line_number: int) -> tuple[str, tuple[i
 
 def _standard_json(line: bytes) -> Any:
     try:
-        return json.loads(line, parse_constant=_refuse_constant)
+        return strict_json(line)
     except RecursionError:
         raise PayloadError("nested too deeply to read (over ~1,000 levels)") from None
-    except (ValueError, _NotJson) as exc:
+    except ValueError as exc:
         raise PayloadError(f"not JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
@@ -260,14 +260,6 @@ def _ranked(body: Any, file_number: int, line_number: int) -> tuple[str, tuple[i
         completed_us = None
     rank = (int(is_final), -1 if completed_us is None else completed_us, file_number, line_number)
     return execution_id, rank
-
-
-class _NotJson(ValueError):
-    """NaN or Infinity: not JSON a table can hold."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not valid JSON")
 
 
 def _error(body_file: BodyFile, line_number: int, problem: str) -> dict[str, Any]:

@@ -81,19 +81,25 @@ def read_body(response: requests.Response, deadline: float, timeout_s: float) ->
         raise Retryable(problem, response.status_code) from None
 
 
+class NotJson(ValueError):
+    """The text uses something JSON does not allow (NaN, Infinity): no table can hold it."""
+
+
 def _refuse_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not valid JSON")
+    raise NotJson(f"{name} is not valid JSON")
 
 
-class _NotJson(ValueError):
-    """The body uses something JSON does not allow (NaN, Infinity): permanent."""
+def strict_json(text: bytes | str) -> Any:
+    """`json.loads` refusing NaN and Infinity (`NotJson`), as every body is read: an API
+    answer, a line of a file, a webhook. Too deep a document raises RecursionError."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _json_body(body: bytes) -> Any:
     """The decoded JSON of a 200 body (see `decode_execution` for what is retried)."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    except _NotJson as exc:
+        return strict_json(body)
+    except NotJson as exc:
         raise PayloadError(f"invalid JSON body: {exc}") from None
     except RecursionError:
         raise PayloadError("JSON body nested too deeply to read (over ~1,000 levels)") from None

@@ -31,6 +31,7 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 
+from pipelines.eachlabs.answers import strict_json
 from pipelines.eachlabs.errors import ConfigError, InvalidIdError
 from pipelines.eachlabs.ids import validate_execution_id
 from pipelines.webhook.settings import (
@@ -73,7 +74,7 @@ def body_problem(body: bytes) -> str | None:
     """Why `body` is not accepted (an answer for the sender), or None: it must be UTF-8 JSON
     (no NaN or Infinity) holding an object whose `execution_id` is a safe ID string."""
     try:
-        document = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+        document = strict_json(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return "the body is not UTF-8 JSON"
     if not isinstance(document, dict):
@@ -83,10 +84,6 @@ def body_problem(body: bytes) -> str | None:
     except InvalidIdError:
         return "the body has no execution_id that is a safe ID string"
     return None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 class WebhookApp:
