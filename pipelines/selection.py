@@ -103,9 +103,8 @@ def list_workflows(
                 listed.summaries[execution.execution_id] = execution.summary
                 fetched[execution.execution_id] = execution.created_us
         error = listing.error
-        if isinstance(error, TransientError) and not error.has_reached_server:
-            if not any(done.pages for done in listed.listings) and not listing.pages:
-                raise client.unreachable_error(error)  # the run cannot work at all
+        if isinstance(error, TransientError) and not client.has_reached_server:
+            raise client.unreachable_error(error)  # no request of the run got any answer
         listed.listings.append(listing)
         listed._fetched.append(fetched)
         if on_listed is not None:

@@ -8,10 +8,12 @@ Every test runs the real CLI against the hostile server (tests/hostile.py) on 12
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipelines.load import run_load
 from tests.hostile import (
     HostileServer,
     redirect,
@@ -20,6 +22,7 @@ from tests.hostile import (
     serve_payload,
     throttle,
 )
+from tests.workspace import isolated_process_state
 
 FAST = {"SOURCES__EACHLABS__BACKOFF_BASE_S": "0.01", "SOURCES__EACHLABS__MAX_ATTEMPTS": "3"}
 
@@ -206,3 +209,26 @@ def test_a_run_that_fails_after_listing_leaves_the_marks_as_they_were(workspace)
         result = workspace.load(server, extra=["--workflow", "wf", "--quiet"], env=FAST)
     assert result.returncode == 1
     assert workspace.query("select * from eachlabs.listing_marks") == before
+
+
+def test_an_api_that_answered_then_went_away_fails_listings_not_the_run(
+    workspace, simulator_factory
+) -> None:
+    """The first workflow is unknown (the API's 404: an answer), then the API stops: the
+    second listing's connection failure is that workflow's error, recorded; the run is not
+    "cannot reach the API" (it was reached)."""
+    simulator = simulator_factory(executions=20)
+    options = {"base_url": simulator.base_url, "api_key": simulator.api_key}
+    with isolated_process_state(workspace.root, {**workspace.env, **FAST}, None):
+        summary = run_load(
+            workflows=["wf-unknown", simulator.workflow_ids[0]],
+            on_listed=lambda listing: simulator.stop(),
+            db_path=Path(workspace.db_path),
+            source_options=options,
+        )
+    assert [listing.error is not None for listing in summary.listings] == [True, True]
+    assert summary.exit_code == 2
+    errors = workspace.query("select workflow_id, http_status from eachlabs.fetch_errors")
+    assert sorted(errors, key=str) == sorted(
+        [("wf-unknown", 404), (simulator.workflow_ids[0], None)], key=str
+    )

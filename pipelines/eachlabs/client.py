@@ -238,10 +238,16 @@ class EachlabsClient:
                 raise TransientError("stopped before it finished", None, attempts)
             attempts += 1
             try:
-                return self._attempt(request, attempts)
+                answer = self._attempt(request, attempts)
             except Retryable as exc:
                 has_reached_server = has_reached_server or exc.has_reached_server
+                self.has_reached_server = self.has_reached_server or has_reached_server
                 raise
+            except FetchError:  # an answer the API gave (404, 403, ...)
+                self.has_reached_server = True
+                raise
+            self.has_reached_server = True
+            return answer
 
         def wait_s(state: tenacity.RetryCallState) -> float:
             """Normal backoff, or longer when the API says so: never less (a floor)."""
