@@ -182,7 +182,7 @@ class _Drift:
         return to_json(extra) if extra else None
 
 
-def _number_or_none(value: Any) -> float | None:
+def number_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
@@ -386,7 +386,7 @@ def _step_to_rows(
     except PayloadError:
         metadata_extra["processed_at"] = metadata.get("processed_at")
     for key in ("elapsed_seconds", "execution_time"):
-        if metadata.get(key) is not None and _number_or_none(metadata[key]) is None:
+        if metadata.get(key) is not None and number_or_none(metadata[key]) is None:
             metadata_extra[key] = metadata[key]
     for key in ("model", "version", "type", "prediction_id", "method", "url"):
         if metadata.get(key) is not None and not isinstance(metadata[key], str):
@@ -414,8 +414,8 @@ def _step_to_rows(
         "error_cause": drift.text("error_cause"),
         "prediction_id": text("prediction_id"),
         "processed_at": processed_at,
-        "elapsed_seconds": _number_or_none(metadata.get("elapsed_seconds")),
-        "execution_time_seconds": _number_or_none(metadata.get("execution_time")),
+        "elapsed_seconds": number_or_none(metadata.get("elapsed_seconds")),
+        "execution_time_seconds": number_or_none(metadata.get("execution_time")),
         "http_method": text("method"),
         "http_url": text("url"),
     }

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipelines.eachlabs.errors import PayloadError
-from pipelines.eachlabs.normalise import parse_timestamp_us, to_json
+from pipelines.eachlabs.normalise import number_or_none, parse_timestamp_us, to_json
 from pipelines.eachlabs.tables import SUMMARY_TYPES
 
 #: Keys of a cost object holding its total, in the order they are looked for.
@@ -84,13 +84,8 @@ def triggered_by(api_key: Any) -> str | None:
 
 
 def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
+    number = number_or_none(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _text(value: Any) -> str | None:
