@@ -33,6 +33,7 @@ def test_the_fetch_layer_records_a_payload_error_with_status_and_attempts() -> N
     assert (len(batch), report.failed) == (1, 1)
     assert report.errors == [
         {
+            "workflow_id": None,
             "execution_id": "e2",
             "http_status": 200,
             "error": "payload has no execution_id string",
